@@ -1,0 +1,28 @@
+//! # mmaudio — MMAudio in Rust
+//!
+//! The core library of gst-mmaudio: a candle implementation of MMAudio (Cheng et al.,
+//! "Taming Multimodal Joint Training for High-Quality Video-to-Audio Synthesis",
+//! arXiv 2412.15322; official code hkchengrex/MMAudio @ 974010a), with no GStreamer
+//! dependency.
+//!
+//! Data flows one way: frames → [`features`] (frame sampling, CLIP, Synchformer, text) →
+//! [`net`] + [`sampler`] (flow matching with classifier-free guidance) → [`vae`] +
+//! [`vocoder`] (latents → mel → waveform) → windowing/crossfade.
+//!
+//! Module and variable paths mirror the official checkpoint keys, so the official `.pth`
+//! files (and their safetensors conversions) load without renaming, through [`weights`].
+
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod mel;
+pub mod net;
+pub mod nn;
+pub mod rng;
+pub mod sampler;
+pub mod vae;
+pub mod vocoder;
+pub mod weights;
+
+pub use config::{Mode, NetConfig, SequenceConfig, Variant};
+pub use error::{Error, Result};

@@ -1,0 +1,9 @@
+pub mod clip;
+pub mod frames;
+pub mod mel;
+pub mod net;
+pub mod sampler;
+pub mod synchformer;
+pub mod tokenizer;
+pub mod vae;
+pub mod vocoder;
