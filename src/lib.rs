@@ -12,9 +12,12 @@
 //! Module and variable paths mirror the official checkpoint keys, so the official `.pth`
 //! files (and their safetensors conversions) load without renaming, through [`weights`].
 
+pub mod bench;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod features;
+pub mod generator;
 pub mod mel;
 pub mod net;
 pub mod nn;

@@ -1,1 +1,96 @@
-fn main() {}
+//! `mmaudio`: weights, benchmarks and test models for gst-mmaudio.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use mmaudio::bench::{self, BenchOpts};
+use mmaudio::{Mode, Variant};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "mmaudio",
+    version,
+    about = "MMAudio (video+text → synchronized audio) in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure speed and memory at real model size with random weights.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// What to measure: net, vae, vocoder, clip, text, sync.
+    target: String,
+    /// Model variant (small_16k, small_44k, medium_44k, large_44k, large_44k_v2).
+    #[arg(long, default_value = "small_16k")]
+    variant: Variant,
+    /// Audio mode for vae/vocoder (16k or 44k); defaults to the variant's.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Clip duration in seconds.
+    #[arg(long, default_value_t = 8.0)]
+    duration: f64,
+    /// Euler steps of the full sampling run.
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Frames for the CLIP vision bench.
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// auto, f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    precision: String,
+    /// Also write the reports as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Bench(a) => cmd_bench(a),
+    }
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let device = mmaudio::device::select_device(&a.device)?;
+    let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
+    let mode = match &a.mode {
+        Some(m) => Mode::parse(m)?,
+        None => a.variant.mode(),
+    };
+    let opts = BenchOpts {
+        variant: a.variant,
+        mode,
+        duration: a.duration,
+        steps: a.steps,
+        warmup: a.warmup,
+        runs: a.runs,
+        device,
+        dtype,
+        frames: a.frames,
+    };
+    let reports = bench::run(&a.target, &opts)?;
+    for r in &reports {
+        println!("{}", r.summary());
+    }
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

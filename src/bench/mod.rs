@@ -1,0 +1,152 @@
+//! Benchmarks at real model size with random weights (`mmaudio bench ...`).
+//!
+//! Speed is measured here, not in tests: each target runs warm-up iterations, then reports
+//! the median of several timed runs and the process's peak RSS. Compare the numbers with the
+//! official reference timings in `shared/anchors/` (see `BENCHMARKS.md`).
+
+pub mod audio;
+pub mod features;
+pub mod net;
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Options shared by all bench targets.
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    pub variant: crate::Variant,
+    /// Mode for the VAE/vocoder targets (defaults to the variant's).
+    pub mode: crate::Mode,
+    pub duration: f64,
+    pub steps: usize,
+    pub warmup: usize,
+    pub runs: usize,
+    pub device: Device,
+    pub dtype: DType,
+    /// Number of frames for the CLIP vision bench.
+    pub frames: usize,
+}
+
+/// One measured item.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub item: String,
+    pub what: String,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub times_s: Vec<f64>,
+    pub peak_rss_mb: f64,
+    pub device: String,
+    pub dtype: String,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl BenchReport {
+    pub fn new(item: &str, what: &str, times: Vec<f64>, opts: &BenchOpts) -> Self {
+        let mut sorted = times.clone();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let median = if sorted.is_empty() {
+            f64::NAN
+        } else if sorted.len() % 2 == 1 {
+            sorted[sorted.len() / 2]
+        } else {
+            0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
+        };
+        Self {
+            item: item.into(),
+            what: what.into(),
+            median_s: median,
+            min_s: sorted.first().copied().unwrap_or(f64::NAN),
+            times_s: times,
+            peak_rss_mb: peak_rss_mb(),
+            device: device_name(&opts.device),
+            dtype: format!("{:?}", opts.dtype).to_lowercase(),
+            extra: Default::default(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, v: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.into(), v.into());
+        self
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{:<32} median {:>9.4} s  min {:>9.4} s  ({} runs)  peak RSS {:>7.0} MB  [{} {}]",
+            self.item,
+            self.median_s,
+            self.min_s,
+            self.times_s.len(),
+            self.peak_rss_mb,
+            self.device,
+            self.dtype
+        )
+    }
+}
+
+pub fn device_name(d: &Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+/// Run `f` `warmup` times untimed, then `runs` times timed; `sync` is called after each run
+/// so asynchronous devices are measured to completion.
+pub fn time_runs(
+    warmup: usize,
+    runs: usize,
+    device: &Device,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+        device.synchronize()?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        device.synchronize()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+/// Peak resident set size of this process in MB (`VmHWM`), NaN where unavailable.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Targets of `mmaudio bench`.
+pub const TARGETS: &[&str] = &["net", "vae", "vocoder", "clip", "text", "sync"];
+
+/// Run one bench target.
+pub fn run(target: &str, opts: &BenchOpts) -> Result<Vec<BenchReport>> {
+    match target {
+        "net" => net::run(opts),
+        "vae" => audio::run_vae(opts),
+        "vocoder" => audio::run_vocoder(opts),
+        "clip" => features::run_clip(opts),
+        "text" => features::run_text(opts),
+        "sync" => features::run_sync(opts),
+        other => Err(Error::config(format!(
+            "unknown bench target `{other}` (one of: {})",
+            TARGETS.join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,78 @@
+//! Device and precision selection: `auto | cpu | cuda:N` and `auto | f32 | f16 | bf16`.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device};
+
+/// Parse a device spec. `auto` picks CUDA device 0 when this build has CUDA and a GPU is
+/// present, else the CPU. `cuda:N` on a build without the `cuda` feature is an error that
+/// says so.
+pub fn select_device(spec: &str) -> Result<Device> {
+    let s = spec.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" | "" => {
+            if candle_core::utils::cuda_is_available() {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        _ => {
+            let idx = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest.trim_start_matches(':').parse::<usize>().map_err(|_| {
+                    Error::config(format!("invalid device `{spec}` (use auto, cpu or cuda:N)"))
+                })?,
+                None => {
+                    return Err(Error::config(format!(
+                        "invalid device `{spec}` (use auto, cpu or cuda:N)"
+                    )));
+                }
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(Error::config(format!(
+                    "device `{spec}` requested but this build has no CUDA support (rebuild with --features cuda)"
+                )));
+            }
+            Device::new_cuda(idx)
+                .map_err(|e| Error::config(format!("cannot open CUDA device {idx}: {e}")))
+        }
+    }
+}
+
+/// Parse a precision; `auto` is bf16 on CUDA (as the official demo) and f32 on the CPU.
+pub fn select_dtype(precision: &str, device: &Device) -> Result<DType> {
+    match precision.trim().to_ascii_lowercase().as_str() {
+        "auto" | "" => Ok(if device.is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        }),
+        other => crate::weights::parse_dtype(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_specs() {
+        assert!(matches!(select_device("cpu").unwrap(), Device::Cpu));
+        assert!(select_device("gpu").is_err());
+        assert_eq!(select_dtype("auto", &Device::Cpu).unwrap(), DType::F32);
+        assert_eq!(select_dtype("bf16", &Device::Cpu).unwrap(), DType::BF16);
+        assert!(
+            select_dtype("int8", &Device::Cpu)
+                .unwrap_err()
+                .to_string()
+                .contains("int8")
+        );
+        if !candle_core::utils::cuda_is_available() {
+            let e = select_device("cuda:0").unwrap_err().to_string();
+            assert!(e.contains("no CUDA support"), "{e}");
+            assert!(matches!(select_device("auto").unwrap(), Device::Cpu));
+        }
+    }
+}

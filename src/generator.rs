@@ -1,0 +1,104 @@
+//! The generator interface: one window of video frames (+ prompt) → one window of audio.
+//!
+//! The window engine and the GStreamer element talk to generation only through
+//! [`AudioGenerator`], so the streaming logic can be tested with cheap fake generators and
+//! the real MMAudio generator (composing frame sampling, CLIP,
+//! Synchformer, text features, the sampler and the audio decoder) plugs in unchanged.
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// One decoded video frame: packed RGB24, `width * height * 3` bytes, rows without padding.
+#[derive(Debug, Clone)]
+pub struct VideoFrame {
+    /// Presentation time in seconds, relative to the start of the window it is given in.
+    pub pts: f64,
+    pub width: usize,
+    pub height: usize,
+    pub data: Arc<Vec<u8>>,
+}
+
+/// Per-window generation settings (the element's properties at the time the window starts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub num_steps: usize,
+    pub cfg_strength: f64,
+    pub seed: u64,
+    /// Drop the CLIP (semantic) video features and keep only the sync stream, as the
+    /// official demo's `--mask_away_clip`.
+    pub mask_away_clip: bool,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            num_steps: 25,
+            cfg_strength: 4.5,
+            seed: 42,
+            mask_away_clip: false,
+        }
+    }
+}
+
+/// One window to generate.
+#[derive(Debug, Clone)]
+pub struct WindowRequest {
+    /// Sequence number of the window in the stream (0, 1, ...).
+    pub index: u64,
+    /// Start of the window on the stream's time axis, in seconds (informational; frame
+    /// times are relative to it).
+    pub start: f64,
+    /// Duration of the window in seconds; the generator returns `round(duration · sr)` samples.
+    pub duration: f64,
+    /// Frames whose (relative) pts lie in `[0, duration)`, in order. Empty = text-to-audio.
+    pub frames: Vec<VideoFrame>,
+    pub params: GenerationParams,
+}
+
+impl WindowRequest {
+    /// Samples this window must produce at `rate`.
+    pub fn num_samples(&self, rate: u32) -> usize {
+        (self.duration * rate as f64).round() as usize
+    }
+}
+
+/// Cooperative cancellation, checked between sampler steps.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst)
+    }
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst)
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// `Err(Error::Aborted)` once cancelled.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Aborted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Anything that turns a window request into audio.
+pub trait AudioGenerator: Send {
+    /// Output sample rate (16 000 or 44 100 for MMAudio).
+    fn sample_rate(&self) -> u32;
+    /// Generate exactly `req.num_samples(self.sample_rate())` mono samples in [-1, 1].
+    /// Returns `Err(Error::Aborted)` if `cancel` fires during the work.
+    fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>>;
+}
