@@ -1,1 +1,261 @@
-//! Shared neural-network layers.
+//! Shared layers, laid out for speed on channel-last `(B, N, C)` data.
+//!
+//! Weights are loaded under the official key names, then re-arranged once at load time into
+//! the layout the forward pass wants (transposed, unfolded, fused), so no step of the sampler
+//! pays for a transpose:
+//! * [`Linear`] keeps `Wᵀ` `(in, out)` and flattens leading dims into one matmul.
+//! * [`ChannelLastConv1d`] is the official `ChannelLastConv1d` (a `Conv1d` applied to
+//!   `(B, N, C)`), computed as an im2col along time — `k` shifted views concatenated on the
+//!   channel axis — and a single matmul with the weight unfolded to `(k·in, out)`.
+//! * [`SwiGlu`] is the official `MLP`/`ConvMLP` (`w2(silu(w1 x) ⊙ w3 x)`) with `w1` and `w3`
+//!   fused into one matmul.
+
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// `y = x Wᵀ + b` over the last dimension of a tensor of any rank.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    w_t: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let w = vb.get((out_dim, in_dim), "weight")?;
+        let b = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        Self::from_weights(&w, b)
+    }
+
+    /// From an official `(out, in)` weight.
+    pub fn from_weights(w: &Tensor, b: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            w_t: w.t()?.contiguous()?,
+            b,
+        })
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.w_t.dim(1).unwrap_or(0)
+    }
+}
+
+/// Matmul over the last dim of `x` with a `(in, out)` matrix, flattening leading dims.
+pub fn matmul_last(x: &Tensor, w_t: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let in_dim = *dims.last().unwrap();
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let y = x.reshape((rows, in_dim))?.matmul(w_t)?;
+    let mut out = dims.to_vec();
+    *out.last_mut().unwrap() = w_t.dim(1)?;
+    y.reshape(out)
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = matmul_last(&x.contiguous()?, &self.w_t)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// im2col along time for channel-last data: `(B, N, C)` → `(B, N_out, k·C)` with zero padding
+/// `pad` on both sides and stride 1; position `t` holds `[x[t−pad], …, x[t−pad+k−1]]`.
+pub fn unfold_time(x: &Tensor, k: usize, pad: usize) -> Result<Tensor> {
+    if k == 1 && pad == 0 {
+        return x.contiguous();
+    }
+    let (b, n, c) = x.dims3()?;
+    let xp = if pad > 0 {
+        let z = Tensor::zeros((b, pad, c), x.dtype(), x.device())?;
+        Tensor::cat(&[&z, x, &z], 1)?
+    } else {
+        x.clone()
+    };
+    let n_out = n + 2 * pad + 1 - k;
+    let views = (0..k)
+        .map(|j| xp.narrow(1, j, n_out))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&views, 2)
+}
+
+/// The official `ChannelLastConv1d` (stride 1, "same"-style padding).
+#[derive(Debug, Clone)]
+pub struct ChannelLastConv1d {
+    /// `(k·in, out)`: row `j·in + c` is the official `weight[:, c, j]`.
+    w: Tensor,
+    b: Option<Tensor>,
+    k: usize,
+    pad: usize,
+}
+
+impl ChannelLastConv1d {
+    pub fn load(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        k: usize,
+        pad: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let w = vb.get((out_dim, in_dim, k), "weight")?;
+        let b = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        Self::from_weights(&w, b, pad)
+    }
+
+    /// From an official `(out, in, k)` weight.
+    pub fn from_weights(w: &Tensor, b: Option<Tensor>, pad: usize) -> Result<Self> {
+        let (out_dim, in_dim, k) = w.dims3()?;
+        let w = w
+            .permute((2, 1, 0))?
+            .reshape((k * in_dim, out_dim))?
+            .contiguous()?;
+        Ok(Self { w, b, k, pad })
+    }
+
+    /// The unfolded `(k·in, out)` weight (for fusing several convolutions into one matmul).
+    pub fn unfolded_weight(&self) -> &Tensor {
+        &self.w
+    }
+}
+
+impl Module for ChannelLastConv1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let cols = unfold_time(x, self.k, self.pad)?;
+        let y = matmul_last(&cols, &self.w)?;
+        match &self.b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// SwiGLU feed-forward (`MLP` when `k == 1`, `ConvMLP` otherwise), no biases.
+#[derive(Debug, Clone)]
+pub struct SwiGlu {
+    /// `[w1 | w3]` unfolded: `(k·in, 2·hidden)`.
+    w13: Tensor,
+    /// `(k·hidden, out)`
+    w2: Tensor,
+    hidden: usize,
+    k: usize,
+    pad: usize,
+}
+
+impl SwiGlu {
+    /// `hidden` is the already-rounded SwiGLU width (see [`crate::config::swiglu_hidden`]).
+    pub fn load(vb: VarBuilder, dim: usize, hidden: usize, k: usize, pad: usize) -> Result<Self> {
+        let get = |name: &str, o: usize, i: usize| -> Result<Tensor> {
+            if k == 1 {
+                vb.pp(name).get((o, i), "weight")?.unsqueeze(2)
+            } else {
+                vb.pp(name).get((o, i, k), "weight")
+            }
+        };
+        let w1 = get("w1", hidden, dim)?;
+        let w2 = get("w2", dim, hidden)?;
+        let w3 = get("w3", hidden, dim)?;
+        let unfold = |w: &Tensor| -> Result<Tensor> {
+            let (o, i, k) = w.dims3()?;
+            w.permute((2, 1, 0))?.reshape((k * i, o))
+        };
+        let w13 = Tensor::cat(&[unfold(&w1)?, unfold(&w3)?], 1)?.contiguous()?;
+        let w2 = unfold(&w2)?.contiguous()?;
+        Ok(Self {
+            w13,
+            w2,
+            hidden,
+            k,
+            pad,
+        })
+    }
+}
+
+impl Module for SwiGlu {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = matmul_last(&unfold_time(x, self.k, self.pad)?, &self.w13)?;
+        let a = h.narrow(D::Minus1, 0, self.hidden)?;
+        let g = h.narrow(D::Minus1, self.hidden, self.hidden)?;
+        let h = (candle_nn::ops::silu(&a)? * g)?;
+        matmul_last(&unfold_time(&h, self.k, self.pad)?, &self.w2)
+    }
+}
+
+/// LayerNorm over the last dim without affine parameters (`elementwise_affine=False`).
+#[derive(Debug, Clone)]
+pub struct LayerNormNoAffine {
+    ones: Tensor,
+    zeros: Tensor,
+    eps: f32,
+}
+
+impl LayerNormNoAffine {
+    pub fn new(dim: usize, eps: f32, dtype: DType, device: &candle_core::Device) -> Result<Self> {
+        Ok(Self {
+            ones: Tensor::ones(dim, dtype, device)?,
+            zeros: Tensor::zeros(dim, dtype, device)?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNormNoAffine {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.ones, &self.zeros, self.eps)
+    }
+}
+
+/// `torch.nn.SELU`.
+pub fn selu(x: &Tensor) -> Result<Tensor> {
+    const ALPHA: f64 = 1.673_263_242_354_377_3;
+    const SCALE: f64 = 1.050_700_987_355_480_5;
+    x.elu(ALPHA)? * SCALE
+}
+
+/// Machine epsilon of a dtype, as `torch.finfo(dtype).eps` (the default eps of `nn.RMSNorm`).
+pub fn finfo_eps(dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => 0.0078125,
+        DType::F16 => 0.000_976_562_5,
+        _ => f32::EPSILON,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn conv_matches_candle_conv1d() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, n, cin, cout, k, pad) = (2, 11, 5, 7, 3, 1);
+        let x = Tensor::randn(0f32, 1., (b, n, cin), &dev)?;
+        let w = Tensor::randn(0f32, 1., (cout, cin, k), &dev)?;
+        let bias = Tensor::randn(0f32, 1., cout, &dev)?;
+        let ours = ChannelLastConv1d::from_weights(&w, Some(bias.clone()), pad)?.forward(&x)?;
+        let reference = x
+            .transpose(1, 2)?
+            .contiguous()?
+            .conv1d(&w, pad, 1, 1, 1)?
+            .broadcast_add(&bias.reshape((1, cout, 1))?)?
+            .transpose(1, 2)?;
+        let diff = (ours - reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "diff {diff}");
+        // k = 7, pad = 3 keeps the length
+        let w7 = Tensor::randn(0f32, 1., (cout, cin, 7), &dev)?;
+        let y = ChannelLastConv1d::from_weights(&w7, None, 3)?.forward(&x)?;
+        assert_eq!(y.dims(), &[b, n, cout]);
+        Ok(())
+    }
+}

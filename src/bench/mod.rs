@@ -37,6 +37,8 @@ pub struct BenchReport {
     pub median_s: f64,
     pub min_s: f64,
     pub times_s: Vec<f64>,
+    /// Process CPU time (user + system) of each timed run; `cpu / wall ≈ threads used`.
+    pub cpu_s: Vec<f64>,
     pub peak_rss_mb: f64,
     pub device: String,
     pub dtype: String,
@@ -61,6 +63,7 @@ impl BenchReport {
             median_s: median,
             min_s: sorted.first().copied().unwrap_or(f64::NAN),
             times_s: times,
+            cpu_s: LAST_CPU.with(|c| c.take()),
             peak_rss_mb: peak_rss_mb(),
             device: device_name(&opts.device),
             dtype: format!("{:?}", opts.dtype).to_lowercase(),
@@ -75,11 +78,12 @@ impl BenchReport {
 
     pub fn summary(&self) -> String {
         format!(
-            "{:<32} median {:>9.4} s  min {:>9.4} s  ({} runs)  peak RSS {:>7.0} MB  [{} {}]",
+            "{:<32} median {:>9.4} s  min {:>9.4} s  ({} runs, cpu/wall {:.2})  peak RSS {:>7.0} MB  [{} {}]",
             self.item,
             self.median_s,
             self.min_s,
             self.times_s.len(),
+            self.cpu_s.iter().sum::<f64>() / self.times_s.iter().sum::<f64>(),
             self.peak_rss_mb,
             self.device,
             self.dtype
@@ -108,13 +112,35 @@ pub fn time_runs(
         device.synchronize()?;
     }
     let mut times = Vec::with_capacity(runs);
+    let mut cpu = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
+        let c0 = process_cpu_s();
         let t = Instant::now();
         f()?;
         device.synchronize()?;
         times.push(t.elapsed().as_secs_f64());
+        cpu.push(process_cpu_s() - c0);
     }
+    LAST_CPU.with(|c| c.replace(cpu));
     Ok(times)
+}
+
+thread_local! {
+    /// CPU times of the last `time_runs`, picked up by the next `BenchReport::new`.
+    static LAST_CPU: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// User + system CPU time of this process, in seconds.
+pub fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return f64::NAN;
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
 }
 
 /// Peak resident set size of this process in MB (`VmHWM`), NaN where unavailable.

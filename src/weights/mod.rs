@@ -7,6 +7,7 @@
 //! (the equivalent of PyTorch's `load_state_dict(strict=True)`).
 
 mod pth_write;
+pub mod random;
 
 pub use pth_write::write_pth;
 

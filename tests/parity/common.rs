@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Shared machinery of the parity runner: case discovery, tensor files, tolerances and
 //! comparisons. Nothing here knows a case name or a size; all of it comes from `case.json`.
 
