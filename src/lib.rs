@@ -21,6 +21,7 @@ pub mod generator;
 pub mod mel;
 pub mod net;
 pub mod nn;
+pub mod ops;
 pub mod rng;
 pub mod sampler;
 pub mod vae;

@@ -10,7 +10,7 @@
 //! * [`SwiGlu`] is the official `MLP`/`ConvMLP` (`w2(silu(w1 x) ⊙ w3 x)`) with `w1` and `w3`
 //!   fused into one matmul.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// `y = x Wᵀ + b` over the last dimension of a tensor of any rank.
@@ -68,21 +68,7 @@ impl Module for Linear {
 /// im2col along time for channel-last data: `(B, N, C)` → `(B, N_out, k·C)` with zero padding
 /// `pad` on both sides and stride 1; position `t` holds `[x[t−pad], …, x[t−pad+k−1]]`.
 pub fn unfold_time(x: &Tensor, k: usize, pad: usize) -> Result<Tensor> {
-    if k == 1 && pad == 0 {
-        return x.contiguous();
-    }
-    let (b, n, c) = x.dims3()?;
-    let xp = if pad > 0 {
-        let z = Tensor::zeros((b, pad, c), x.dtype(), x.device())?;
-        Tensor::cat(&[&z, x, &z], 1)?
-    } else {
-        x.clone()
-    };
-    let n_out = n + 2 * pad + 1 - k;
-    let views = (0..k)
-        .map(|j| xp.narrow(1, j, n_out))
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::cat(&views, 2)
+    crate::ops::im2col_time(x, k, pad)
 }
 
 /// The official `ChannelLastConv1d` (stride 1, "same"-style padding).
@@ -184,9 +170,7 @@ impl SwiGlu {
 impl Module for SwiGlu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = matmul_last(&unfold_time(x, self.k, self.pad)?, &self.w13)?;
-        let a = h.narrow(D::Minus1, 0, self.hidden)?;
-        let g = h.narrow(D::Minus1, self.hidden, self.hidden)?;
-        let h = (candle_nn::ops::silu(&a)? * g)?;
+        let h = crate::ops::swiglu_gate(&h, self.hidden)?;
         matmul_last(&unfold_time(&h, self.k, self.pad)?, &self.w2)
     }
 }

@@ -6,7 +6,10 @@
 use super::Trace;
 use super::rope::RopeTable;
 use crate::config::NetConfig;
-use crate::nn::{ChannelLastConv1d, LayerNormNoAffine, Linear, SwiGlu, finfo_eps};
+use crate::nn::{ChannelLastConv1d, Linear, SwiGlu, finfo_eps};
+use crate::ops;
+
+const LN_EPS: f32 = 1e-5;
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -18,6 +21,8 @@ pub struct SelfAttention {
     qkv: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
+    /// Host copies of the norm weights for the fused CPU kernel (f32 models only).
+    host_norms: Option<(Vec<f32>, Vec<f32>)>,
     heads: usize,
     head_dim: usize,
     eps: f32,
@@ -35,10 +40,18 @@ impl SelfAttention {
             .reshape((3 * dim, dim))?;
         let b = b.reshape((dim, 3))?.t()?.reshape(3 * dim)?.contiguous()?;
         let eps = finfo_eps(vb.dtype());
+        let q_norm = vb.pp("q_norm").get(head_dim, "weight")?;
+        let k_norm = vb.pp("k_norm").get(head_dim, "weight")?;
+        let host_norms = if vb.dtype() == candle_core::DType::F32 && vb.device().is_cpu() {
+            Some((q_norm.to_vec1::<f32>()?, k_norm.to_vec1::<f32>()?))
+        } else {
+            None
+        };
         Ok(Self {
             qkv: Linear::from_weights(&w, Some(b))?,
-            q_norm: vb.pp("q_norm").get(head_dim, "weight")?,
-            k_norm: vb.pp("k_norm").get(head_dim, "weight")?,
+            q_norm,
+            k_norm,
+            host_norms,
             heads,
             head_dim,
             eps,
@@ -53,8 +66,30 @@ impl SelfAttention {
         trace: &Trace,
         name: &str,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, n, c) = x.dims3()?;
         let qkv = self.qkv.forward(x)?;
+        if let Some((qw, kw)) = &self.host_norms {
+            let fused =
+                crate::ops::qkv_prep_cpu(&qkv, self.heads, qw, kw, self.eps, rot.map(|r| &r.host))?;
+            if let Some(out) = fused {
+                if trace.on() {
+                    // the intermediates through the generic path, for comparison only
+                    self.pre_attention_generic(&qkv, rot, trace, name)?;
+                }
+                return Ok(out);
+            }
+        }
+        self.pre_attention_generic(&qkv, rot, trace, name)
+    }
+
+    fn pre_attention_generic(
+        &self,
+        qkv: &Tensor,
+        rot: Option<&RopeTable>,
+        trace: &Trace,
+        name: &str,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, n, c3) = qkv.dims3()?;
+        let c = c3 / 3;
         let split = |i: usize| -> Result<Tensor> {
             qkv.narrow(D::Minus1, i * c, c)?
                 .reshape((b, n, self.heads, self.head_dim))
@@ -85,14 +120,29 @@ impl SelfAttention {
     }
 }
 
-/// Scaled dot-product attention of `(B, H, N, D)` tensors → `(B, N, H·D)`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let (b, h, n, d) = q.dims4()?;
+/// Scaled dot-product attention of `(B, H, N, D)` tensors → `(B, H, N, D)`.
+pub fn attention_heads(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let d = q.dim(3)?;
     let scale = 1.0 / (d as f64).sqrt();
     let att = (q.matmul(&k.transpose(2, 3)?)? * scale)?;
     let att = candle_nn::ops::softmax_last_dim(&att)?;
-    let out = att.matmul(v)?;
-    out.transpose(1, 2)?.reshape((b, n, h * d))
+    att.matmul(v)
+}
+
+/// Tokens `[start, start + len)` of an attention output `(B, H, N, D)` as `(B, len, H·D)`,
+/// contiguous (one copy).
+pub fn merge_heads(out: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let (b, h, _, d) = out.dims4()?;
+    out.narrow(2, start, len)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, len, h * d))
+}
+
+/// Scaled dot-product attention of `(B, H, N, D)` tensors → `(B, N, H·D)`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let n = q.dim(2)?;
+    merge_heads(&attention_heads(q, k, v)?, 0, n)
 }
 
 /// Post-attention projection: a k3 conv for latent/clip streams, a Linear for text.
@@ -117,35 +167,23 @@ struct PostAttn {
     ffn: SwiGlu,
 }
 
-/// Modulation chunks of one block for one call.
-pub struct Modulation {
-    gate_msa: Tensor,
-    shift_mlp: Tensor,
-    scale_mlp: Tensor,
-    gate_mlp: Tensor,
-}
+/// adaLN output of one block for one call, `(B, 1 or N, 6H)`: chunks shift_msa, scale_msa,
+/// gate_msa, shift_mlp, scale_mlp, gate_mlp.
+pub struct Modulation(Tensor);
 
 /// The official `MMDitSingleBlock` (used alone for fused blocks and as each stream of a
 /// joint block).
 #[derive(Debug, Clone)]
 pub struct SingleBlock {
-    norm: LayerNormNoAffine,
     attn: SelfAttention,
     ada: Linear,
     post: Option<PostAttn>,
-    dim: usize,
-}
-
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)
 }
 
 impl SingleBlock {
     /// `kernel == 1`: Linear projection and MLP (text stream); otherwise k-conv and ConvMLP.
     pub fn load(vb: VarBuilder, cfg: &NetConfig, pre_only: bool, kernel: usize) -> Result<Self> {
         let dim = cfg.hidden_dim;
-        let dev = vb.device().clone();
-        let norm = LayerNormNoAffine::new(dim, 1e-5, vb.dtype(), &dev)?;
         let attn = SelfAttention::load(vb.pp("attn"), dim, cfg.num_heads)?;
         let n_mod = if pre_only { 2 } else { 6 };
         let ada = Linear::load(vb.pp("adaLN_modulation").pp(1), dim, n_mod * dim, true)?;
@@ -168,13 +206,7 @@ impl SingleBlock {
             let ffn = SwiGlu::load(vb.pp("ffn"), dim, cfg.mlp_hidden(), kernel, pad)?;
             Some(PostAttn { linear1, ffn })
         };
-        Ok(Self {
-            norm,
-            attn,
-            ada,
-            post,
-            dim,
-        })
+        Ok(Self { attn, ada, post })
     }
 
     /// adaLN modulation + normalisation + q/k/v. `c` is `(B, 1, H)` (global) or `(B, N, H)`
@@ -188,16 +220,10 @@ impl SingleBlock {
         name: &str,
     ) -> Result<((Tensor, Tensor, Tensor), Option<Modulation>)> {
         let m = self.ada.forward(&candle_nn::ops::silu(c)?)?;
-        let chunk = |i: usize| m.narrow(D::Minus1, i * self.dim, self.dim);
-        let xm = modulate(&self.norm.forward(x)?, &chunk(0)?, &chunk(1)?)?;
+        let xm = ops::ln_modulate(&x.contiguous()?, &m, 0, 1, LN_EPS)?;
         let qkv = self.attn.pre_attention(&xm, rot, trace, name)?;
         let modulation = if self.post.is_some() {
-            Some(Modulation {
-                gate_msa: chunk(2)?,
-                shift_mlp: chunk(3)?,
-                scale_mlp: chunk(4)?,
-                gate_mlp: chunk(5)?,
-            })
+            Some(Modulation(m))
         } else {
             None
         };
@@ -213,9 +239,10 @@ impl SingleBlock {
         let (Some(post), Some(m)) = (&self.post, m) else {
             return Ok(x.clone());
         };
-        let x = (x + post.linear1.forward(attn_out)?.broadcast_mul(&m.gate_msa)?)?;
-        let r = modulate(&self.norm.forward(&x)?, &m.shift_mlp, &m.scale_mlp)?;
-        x + post.ffn.forward(&r)?.broadcast_mul(&m.gate_mlp)?
+        let m = &m.0;
+        let x = ops::gated_residual(&x.contiguous()?, &post.linear1.forward(attn_out)?, m, 2)?;
+        let r = ops::ln_modulate(&x, m, 3, 4, LN_EPS)?;
+        ops::gated_residual(&x, &post.ffn.forward(&r)?, m, 5)
     }
 
     /// Self-attention block on one stream (fused blocks).
@@ -313,27 +340,20 @@ impl JointBlock {
 #[derive(Debug, Clone)]
 pub struct FinalBlock {
     ada: Linear,
-    norm: LayerNormNoAffine,
     conv: ChannelLastConv1d,
-    dim: usize,
 }
 
 impl FinalBlock {
     pub fn load(vb: VarBuilder, dim: usize, out_dim: usize) -> Result<Self> {
-        let dev = vb.device().clone();
         Ok(Self {
             ada: Linear::load(vb.pp("adaLN_modulation").pp(1), dim, 2 * dim, true)?,
-            norm: LayerNormNoAffine::new(dim, 1e-5, vb.dtype(), &dev)?,
             conv: ChannelLastConv1d::load(vb.pp("conv"), dim, out_dim, 7, 3, true)?,
-            dim,
         })
     }
 
     pub fn forward(&self, latent: &Tensor, c: &Tensor) -> Result<Tensor> {
         let m = self.ada.forward(&candle_nn::ops::silu(c)?)?;
-        let shift = m.narrow(D::Minus1, 0, self.dim)?;
-        let scale = m.narrow(D::Minus1, self.dim, self.dim)?;
-        let x = modulate(&self.norm.forward(latent)?, &shift, &scale)?;
+        let x = ops::ln_modulate(&latent.contiguous()?, &m, 0, 1, LN_EPS)?;
         self.conv.forward(&x)
     }
 }

@@ -14,6 +14,8 @@ pub const THETA: f32 = 10_000.0;
 pub struct RopeTable {
     pub cos: Tensor,
     pub sin: Tensor,
+    /// Host copy for the fused CPU kernel.
+    pub host: crate::ops::HostRope,
 }
 
 /// Angles `pos · freq_i · scaling` in f32, with `freq_i = 1 / θ^(2i / dim)`.
@@ -41,8 +43,9 @@ impl RopeTable {
         let sin: Vec<f32> = ang.iter().map(|a| a.sin()).collect();
         let half = head_dim / 2;
         Ok(Self {
-            cos: Tensor::from_vec(cos, (len, half), device)?,
-            sin: Tensor::from_vec(sin, (len, half), device)?,
+            cos: Tensor::from_vec(cos.clone(), (len, half), device)?,
+            sin: Tensor::from_vec(sin.clone(), (len, half), device)?,
+            host: crate::ops::HostRope { cos, sin, half },
         })
     }
 
