@@ -286,13 +286,7 @@ impl MmAudioNet {
         device: &Device,
     ) -> Result<Self> {
         check_variant(wf, cfg)?;
-        let net = Self::new(wf.var_builder(dtype, device), cfg).map_err(|e| match e {
-            Error::Candle(c) => Error::WeightFile {
-                path: wf.path().to_owned(),
-                reason: c.to_string(),
-            },
-            other => other,
-        })?;
+        let net = Self::new(wf.var_builder(dtype, device), cfg).map_err(|e| wf.wrap_error(e))?;
         wf.check_all_used("the MMAudio network", is_ignorable_key)?;
         Ok(net)
     }

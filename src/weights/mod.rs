@@ -285,6 +285,23 @@ impl WeightFile {
         }
     }
 
+    /// Turn an error raised while building a model from this file into one that names the
+    /// file exactly once.
+    pub fn wrap_error(&self, e: Error) -> Error {
+        match e {
+            Error::Candle(c) => {
+                let msg = c.to_string();
+                let prefix = format!("weights file {}: ", self.path.display());
+                let reason = msg.strip_prefix(&prefix).unwrap_or(&msg).to_string();
+                Error::WeightFile {
+                    path: self.path.clone(),
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Names that were never read through this file (after a model was built from it).
     pub fn unused_keys(&self) -> Vec<String> {
         let used = self.used.lock().unwrap();
