@@ -19,6 +19,7 @@ pub mod error;
 pub mod features;
 pub mod generator;
 pub mod mel;
+pub mod model_dir;
 pub mod net;
 pub mod nn;
 pub mod ops;
