@@ -1,1 +1,4 @@
-//! (in progress)
+//! Conditioning features: frame picking and preprocessing, CLIP, Synchformer, text.
+
+pub mod frames;
+pub mod preprocess;
