@@ -142,11 +142,6 @@ impl AxisFilter {
     }
 }
 
-#[inline]
-fn clamp_u8(acc: i32, precision: u32) -> u8 {
-    (acc >> precision).clamp(0, 255) as u8
-}
-
 /// A rectangle of the resized image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Crop {
@@ -308,29 +303,42 @@ impl ResizePlan {
         } = self.crop;
         let row_len = cw * 3;
 
-        // Width pass over every source row, only for the cropped columns: (src_h, cw, 3).
+        // Width pass over every source row, only for the cropped columns, into
+        // (src_h, cw, 3). Blocks of rows are transposed first so that each output column is
+        // a weighted sum of whole source columns of the block (contiguous vectors).
         let mut inter = vec![0u8; self.src_h * row_len];
         match &self.horiz {
             Some(f) => {
-                let half = 1i32 << (f.precision - 1);
-                inter
-                    .chunks_exact_mut(row_len)
-                    .zip(src.chunks_exact(self.src_w * 3))
-                    .for_each(|(dst, row)| {
-                        for (xo, px) in dst.chunks_exact_mut(3).enumerate() {
-                            let (s, w) = f.taps(left + xo);
-                            let taps = &row[s * 3..(s + w.len()) * 3];
-                            let (mut r, mut g, mut b) = (half, half, half);
-                            for (p, &wk) in taps.chunks_exact(3).zip(w) {
-                                r += p[0] as i32 * wk;
-                                g += p[1] as i32 * wk;
-                                b += p[2] as i32 * wk;
-                            }
-                            px[0] = clamp_u8(r, f.precision);
-                            px[1] = clamp_u8(g, f.precision);
-                            px[2] = clamp_u8(b, f.precision);
+                const ROWS: usize = WIDTH_BLOCK_ROWS;
+                let src_row = self.src_w * 3;
+                let mut block_t = vec![0u8; self.src_w * ROWS * 3];
+                let mut out_t = vec![0u8; cw * ROWS * 3];
+                let mut acc = vec![0i32; ROWS * 3];
+                for y0 in (0..self.src_h).step_by(ROWS) {
+                    let rows = ROWS.min(self.src_h - y0);
+                    let lane = rows * 3;
+                    let block = &src[y0 * src_row..(y0 + rows) * src_row];
+                    for (x, d) in block_t[..self.src_w * lane]
+                        .chunks_exact_mut(lane)
+                        .enumerate()
+                    {
+                        for (r, px) in d.chunks_exact_mut(3).enumerate() {
+                            let o = r * src_row + x * 3;
+                            px.copy_from_slice(&block[o..o + 3]);
                         }
-                    });
+                    }
+                    for (xo, dst) in out_t[..cw * lane].chunks_exact_mut(lane).enumerate() {
+                        let (s, w) = f.taps(left + xo);
+                        let cols = &block_t[s * lane..(s + w.len()) * lane];
+                        filter_lines(&mut acc, cols, w, f.precision, dst);
+                    }
+                    for r in 0..rows {
+                        let dst = &mut inter[(y0 + r) * row_len..(y0 + r + 1) * row_len];
+                        for (d, px) in dst.chunks_exact_mut(3).zip(out_t.chunks_exact(lane)) {
+                            d.copy_from_slice(&px[r * 3..r * 3 + 3]);
+                        }
+                    }
+                }
             }
             None => {
                 for (dst, row) in inter
@@ -351,16 +359,8 @@ impl ResizePlan {
             match &self.vert {
                 Some(f) => {
                     let (s, w) = f.taps(y);
-                    acc.fill(1i32 << (f.precision - 1));
-                    for (k, &wk) in w.iter().enumerate() {
-                        let r = &inter[(s + k) * row_len..(s + k + 1) * row_len];
-                        for (a, &p) in acc.iter_mut().zip(r) {
-                            *a += p as i32 * wk;
-                        }
-                    }
-                    for (l, &a) in line.iter_mut().zip(&acc) {
-                        *l = clamp_u8(a, f.precision);
-                    }
+                    let rows = &inter[s * row_len..(s + w.len()) * row_len];
+                    filter_lines(&mut acc, rows, w, f.precision, &mut line);
                 }
                 None => line.copy_from_slice(&inter[y * row_len..(y + 1) * row_len]),
             }
@@ -371,6 +371,61 @@ impl ResizePlan {
             }
         }
         Ok(())
+    }
+}
+
+#[inline(always)]
+fn filter_fixed<const N: usize>(lines: &[u8], w: &[i32], precision: u32, out: &mut [u8]) {
+    let mut acc = [1i32 << (precision - 1); N];
+    for (line, &wk) in lines.chunks_exact(N).zip(w) {
+        for (a, &p) in acc.iter_mut().zip(line) {
+            *a += p as i32 * wk;
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = (a >> precision).clamp(0, 255) as u8;
+    }
+}
+
+/// Rows per block of the width pass.
+const WIDTH_BLOCK_ROWS: usize = 16;
+
+/// One output line of a separable pass: `out = clamp((2^(p−1) + Σ_k w_k · lines_k) >> p)`,
+/// with `lines` holding `w.len()` consecutive input lines of `out.len()` bytes. Exact integer
+/// arithmetic (as torch's uint8 kernel); vectorised over the line (AVX2 when available).
+fn filter_lines(acc: &mut [i32], lines: &[u8], w: &[i32], precision: u32, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { filter_lines_avx2(acc, lines, w, precision, out) };
+        return;
+    }
+    filter_lines_generic(acc, lines, w, precision, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn filter_lines_avx2(acc: &mut [i32], lines: &[u8], w: &[i32], precision: u32, out: &mut [u8]) {
+    filter_lines_generic(acc, lines, w, precision, out)
+}
+
+#[inline(always)]
+fn filter_lines_generic(acc: &mut [i32], lines: &[u8], w: &[i32], precision: u32, out: &mut [u8]) {
+    // the width pass works on blocks of 16 rows × 3 channels: a fixed length lets the
+    // compiler keep the accumulators in registers
+    if out.len() == WIDTH_BLOCK_ROWS * 3 {
+        return filter_fixed::<{ WIDTH_BLOCK_ROWS * 3 }>(lines, w, precision, out);
+    }
+    let n = out.len();
+    let acc = &mut acc[..n];
+    acc.fill(1i32 << (precision - 1));
+    for (line, &wk) in lines.chunks_exact(n).zip(w) {
+        for (a, &p) in acc.iter_mut().zip(line) {
+            *a += p as i32 * wk;
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = (a >> precision).clamp(0, 255) as u8;
     }
 }
 
