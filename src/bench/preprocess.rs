@@ -24,7 +24,7 @@ fn frames(n: usize) -> Vec<VideoFrame> {
                         x ^= x << 13;
                         x ^= x >> 17;
                         x ^= x << 5;
-                        if (i / 3 / W) % 9 == 0 {
+                        if (i / 3 / W).is_multiple_of(9) {
                             255
                         } else {
                             (x >> 24) as u8

@@ -2,3 +2,4 @@
 
 pub mod frames;
 pub mod preprocess;
+pub mod tokenizer;

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 /// OpenAI CLIP normalisation, applied by the CLIP encoder as `(x − mean) / std`.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP normalisation, applied by the CLIP encoder as `(x − mean) / std`.
+#[allow(clippy::excessive_precision)] // the official digits (same f32 values)
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// `ToDtype(float32, scale=True)`: `x · float32(1/255)` (the Python float 1/255 cast to f32).
@@ -569,7 +570,7 @@ mod tests {
                 s ^= s >> 17;
                 s ^= s << 5;
                 // mix of noise and hard edges
-                if (i / 3 / w / 4 + i / 3 % w / 4) % 2 == 0 {
+                if (i / 3 / w / 4 + i / 3 % w / 4).is_multiple_of(2) {
                     (s >> 24) as u8
                 } else {
                     255
