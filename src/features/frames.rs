@@ -45,7 +45,9 @@
 //! then takes the first frame at or after the window start. A frame at exactly `duration`
 //! (relative) may still be picked (official `t == end_sec` is kept), so callers should pass
 //! it when they have it; frames beyond the duration are ignored here, so passing more
-//! frames than the window needs is harmless.
+//! frames than the window needs is harmless. The element should fill
+//! [`VideoFrame::pts`](crate::generator::VideoFrame) with [`relative_frame_time`] and pass
+//! those times to [`plan_frames`].
 
 use crate::config::{CLIP_FPS, SYNC_FPS, SYNC_SEGMENT_FRAMES, SYNC_STEP, SYNC_TOKENS_PER_SEGMENT};
 use crate::error::{Error, Result};
