@@ -147,7 +147,10 @@ pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
             what: "MMAudio model directory".into(),
         });
     }
-    Err(Error::config("MMAudio generator loading is not wired yet"))
+    Err(Error::config(format!(
+        "MMAudio generator loading is not wired yet (model directory {})",
+        opts.model_dir.display()
+    )))
 }
 
 #[cfg(test)]

@@ -127,7 +127,8 @@ impl WindowConfig {
             )));
         }
         let r = rate as f64;
-        let min_len = (MIN_DURATION_S * r).ceil() as u64;
+        // The tolerance keeps 0.64 s · 16000 Hz (10240.000000000002 in f64) at 10240.
+        let min_len = (MIN_DURATION_S * r - 1e-6).ceil() as u64;
         Self::from_samples(
             rate,
             (window_s * r).round() as u64,
@@ -753,6 +754,11 @@ mod tests {
             (352_800, 44_100, 308_700)
         );
         assert_eq!(c.min_samples(), 28_224); // ceil(0.64 · 44100)
+        // The minimum window itself is valid at every rate (no f64 round-up).
+        for rate in [8000, 16000, 22050, 44100, 48000] {
+            let c = WindowConfig::from_millis(rate, 640, 0).unwrap();
+            assert_eq!(c.min_samples(), c.window_samples(), "{rate}");
+        }
     }
 
     #[test]
