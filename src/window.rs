@@ -5,8 +5,8 @@
 //! producer side (the streaming thread that receives frames) and the consumer side (the
 //! thread that generates and outputs audio) can live on different threads:
 //!
-//! * [`WindowPlanner`] takes frames (presentation times in nanoseconds), GAPs and the end
-//!   of the stream, and emits [`Planned`] items: windows to generate (a [`WindowRequest`]
+//! * [`WindowPlanner`] takes frames (presentation times in nanoseconds) and the end of the
+//!   stream, and emits [`Planned`] items: windows to generate (a [`WindowRequest`]
 //!   with only the frames that window needs, plus its [`WindowSpan`] on the output sample
 //!   axis) and, at the end, the exact total sample count.
 //! * [`Assembler`] takes the generated audio of each window, in order, crossfades it with
@@ -31,15 +31,16 @@
 //! # Exact length
 //!
 //! The video lasts from the first frame's pts to the end of its last frame,
-//! `pts_last + duration_last`, or to the end of a trailing GAP if that is later. The
-//! duration of the last frame is the buffer duration if known, else the interval between
+//! `pts_last + duration_last`. The duration of the last frame is the buffer duration if known, else the interval between
 //! the last two frames, else [`DEFAULT_FRAME_NS`] (a single frame without any timing
 //! information). The durations of the other frames play no role: a frame is shown until
-//! the next one starts. The output has exactly `N = round(video duration · rate)`
-//! samples.
+//! the next one starts (a pause in the frames, or a GAP event, is covered by the frame
+//! before it). The output has exactly `N = round(video duration · rate)` samples; nothing
+//! after the last frame (such as a trailing GAP from a demuxer whose other streams run
+//! longer) lengthens it.
 //!
 //! A window is generated as soon as the video is known to reach its end (a frame with
-//! `pts ≥` window end arrives, or a GAP covers it), so before EOS all windows are full.
+//! `pts ≥` window end arrives), so before EOS all windows are full.
 //! At EOS (or a drain) the remaining windows are planned against `N`: the last window
 //! `L` (the first with `L·H + W ≥ N`) is generated at its true, shorter duration
 //! `N − L·H` (the generator's sequence lengths follow the duration) and ends exactly at
@@ -246,10 +247,8 @@ pub struct WindowPlanner {
     last_pts: Option<u64>,
     last_duration: Option<u64>,
     last_interval: Option<u64>,
-    /// Furthest time (ns, absolute) the video is known to reach: latest frame start or
-    /// GAP end.
+    /// Furthest time (ns, absolute) the video is known to reach: the latest frame start.
     reached: u64,
-    gap_end: Option<u64>,
     next_index: u64,
     dropped: u64,
 }
@@ -266,7 +265,6 @@ impl WindowPlanner {
             last_duration: None,
             last_interval: None,
             reached: 0,
-            gap_end: None,
             next_index: 0,
             dropped: 0,
         }
@@ -316,7 +314,6 @@ impl WindowPlanner {
         self.last_duration = None;
         self.last_interval = None;
         self.reached = 0;
-        self.gap_end = None;
         self.next_index = 0;
     }
 
@@ -340,18 +337,6 @@ impl WindowPlanner {
         self.release_full_windows()
     }
 
-    /// A GAP: no new frame in `[pts, pts + duration)`, the current frame holds. Before
-    /// the first frame a GAP is ignored (the output starts at the first frame).
-    pub fn push_gap(&mut self, pts: u64, duration: Option<u64>) -> Vec<Planned> {
-        if self.origin.is_none() {
-            return Vec::new();
-        }
-        let end = pts.saturating_add(duration.unwrap_or(0));
-        self.gap_end = Some(self.gap_end.map_or(end, |g| g.max(end)));
-        self.reached = self.reached.max(end);
-        self.release_full_windows()
-    }
-
     /// End of stream (EOS or a drain before a new segment): plans the remaining windows,
     /// the last one at its true duration, then [`Planned::End`]. The planner is then ready
     /// for a new stream (new origin at the next frame).
@@ -366,10 +351,7 @@ impl WindowPlanner {
             .last_duration
             .or(self.last_interval)
             .unwrap_or(DEFAULT_FRAME_NS);
-        let mut end = last_pts.saturating_add(last_dur);
-        if let Some(g) = self.gap_end {
-            end = end.max(g);
-        }
+        let end = last_pts.saturating_add(last_dur);
         let total = ns_to_samples_round(end - origin, self.cfg.rate);
         let (w, h) = (self.cfg.window, self.cfg.hop_samples());
         let mut k = self.next_index;
@@ -1068,31 +1050,27 @@ mod tests {
     }
 
     #[test]
-    fn gaps_extend_the_video_and_release_windows() {
+    fn a_pause_in_the_frames_is_covered_by_the_held_frame() {
         let cfg = WindowConfig::new(16000, 2.0, 0.5).unwrap();
         let mut p = WindowPlanner::new(cfg);
-        // Gap before the first frame is ignored.
-        assert!(p.push_gap(0, Some(NS_PER_S)).is_empty());
-        assert!(!p.started());
         let mut items = Vec::new();
+        // Frames [1 s, 1.4 s), nothing until 4.5 s, then frames to 5 s.
         for f in cfr(NS_PER_S, 10, 25, 1, true) {
             items.extend(p.push_frame(f));
         }
         assert!(items.is_empty());
-        // 0.4 s of frames then a 3.1 s gap: the video reaches 3.5 s, so window 0 [0, 2 s)
-        // and window 1 [1.5 s, 3.5 s) are complete.
-        let got = p.push_gap(NS_PER_S + 400_000_000, Some(3_100_000_000));
-        let idx: Vec<u64> = got
+        // The frame at 4.5 s completes windows 0 [0, 2 s) and 1 [1.5 s, 3.5 s).
+        items.extend(p.push_frame(frame(4_500_000_000, Some(40_000_000))));
+        let windows: Vec<(u64, usize)> = items
             .iter()
             .filter_map(|i| match i {
-                Planned::Window { span, .. } => Some(span.index),
+                Planned::Window { span, request } => Some((span.index, request.frames.len())),
                 _ => None,
             })
             .collect();
-        assert_eq!(idx, vec![0, 1]);
-        // Both windows show the held frames (window 1 only the last frame, at pts 0).
-        if let Planned::Window { request, .. } = &got[1] {
-            assert_eq!(request.frames.len(), 1);
+        assert_eq!(windows, vec![(0, 10), (1, 1)]);
+        // Window 1 shows only the held frame of 1.36 s, at pts 0.
+        if let Planned::Window { request, .. } = &items[1] {
             assert_eq!(request.frames[0].pts, 0.0);
             assert_eq!(
                 request.frames[0].data[..],
@@ -1100,10 +1078,8 @@ mod tests {
             );
         }
         let rest = p.finish();
-        // Window 1 already reaches the end of the gap: nothing more to generate.
-        assert_eq!(rest.len(), 1);
         match rest.last() {
-            Some(Planned::End { total }) => assert_eq!(*total, 3_500 * 16),
+            Some(Planned::End { total }) => assert_eq!(*total, 3_540 * 16),
             other => panic!("{other:?}"),
         }
     }

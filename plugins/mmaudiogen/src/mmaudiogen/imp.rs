@@ -24,8 +24,10 @@
 //! generator between sampler steps and returns at once; FLUSH_STOP resets everything and
 //! the next output buffer is flagged DISCONT. A new SEGMENT that differs from the current
 //! one (other than in position) drains the current stream first; EOS drains the partial
-//! window before EOS is forwarded. A GAP extends the video (the last frame holds). Caps
-//! may change size mid-stream; frames of any size go to the generator as they are.
+//! window before EOS is forwarded. A GAP before the first frame is forwarded; later GAPs
+//! are covered by the frame before them (it holds until the next frame), and a trailing
+//! GAP does not lengthen the output. Caps may change size mid-stream; frames of any size
+//! go to the generator as they are.
 //!
 //! The model is loaded on a separate thread started at READY→PAUSED (PROGRESS messages
 //! `start`/`complete`/`error`, code `load`); the first buffer waits for it. A failure
@@ -598,23 +600,20 @@ impl MMAudioGen {
                 }
                 self.enqueue(Job::Event(event)).is_ok()
             }
-            EventView::Gap(g) => {
-                let (ts, duration) = g.get();
-                let mut state = lock(&self.state);
-                let cfg = state.window_cfg;
-                match (state.planner.as_mut().filter(|p| p.started()), cfg) {
-                    (Some(planner), Some(cfg)) => {
-                        // The video goes on (the last frame holds): covered by audio.
-                        let planned =
-                            planner.push_gap(ts.nseconds(), duration.map(|d| d.nseconds()));
-                        drop(state);
-                        self.enqueue_planned(planned, cfg).is_ok()
-                    }
-                    _ => {
-                        // Before the first frame there is no audio either: forward.
-                        drop(state);
-                        self.enqueue(Job::Event(event)).is_ok()
-                    }
+            EventView::Gap(_) => {
+                let started = lock(&self.state)
+                    .planner
+                    .as_ref()
+                    .is_some_and(|p| p.started());
+                if started {
+                    // The last frame holds until the next one; a trailing GAP (a demuxer
+                    // whose other streams run longer) does not lengthen the output.
+                    gst::debug!(CAT, imp = self, "Consuming GAP {event:?}");
+                    true
+                } else {
+                    // Before the first frame there is no audio either: forward it, so
+                    // that downstream can preroll.
+                    self.enqueue(Job::Event(event)).is_ok()
                 }
             }
             EventView::StreamStart(_) => {
@@ -898,6 +897,8 @@ impl MMAudioGen {
         Ok(rate)
     }
 
+    // `mmaudio::Error` is large (it carries paths and shapes); it is the generator's type.
+    #[allow(clippy::result_large_err)]
     fn generate_window(
         &self,
         request: WindowRequest,

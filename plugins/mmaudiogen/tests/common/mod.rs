@@ -1,6 +1,8 @@
 //! Shared test helpers: plugin registration and deterministic fake generators injected
 //! through `MMAudioGen::set_generator_factory`.
 #![allow(dead_code)]
+// `mmaudio::Error` (returned by the generator closures) is large by design.
+#![allow(clippy::result_large_err)]
 
 use gst::prelude::*;
 use mmaudio::generator::{AudioGenerator, Cancel, LoadOptions, WindowRequest};
