@@ -62,7 +62,9 @@
 //! shown at the next window's start and every frame after it. Once window `k` is
 //! planned, frames that are superseded before window `k+1` starts are dropped, so at
 //! most one window's worth of frames (+2) is held, whatever the stream length. Frame
-//! payloads are `Arc`-shared with the requests, not copied.
+//! payloads are `Arc`-shared with the requests, not copied. A timestamp jump of more than
+//! [`MAX_FRAME_JUMP_NS`] (broken timestamps) ends the stream and starts a new one rather
+//! than planning every window in between.
 //!
 //! # Frames in a request
 //!
@@ -78,6 +80,11 @@ use std::sync::Arc;
 
 /// Nanoseconds per second (stream times are in nanoseconds, as GStreamer's).
 pub const NS_PER_S: u64 = 1_000_000_000;
+
+/// A frame this much (24 h) after the previous one is taken for broken timestamps and
+/// starts a new stream (the current one is finished first) instead of being reached by
+/// planning every window in between.
+pub const MAX_FRAME_JUMP_NS: u64 = 24 * 3600 * NS_PER_S;
 
 /// Duration assumed for the last frame when nothing tells it (no buffer duration, no
 /// frame rate, a single frame): one frame at 25 fps.
@@ -318,12 +325,18 @@ impl WindowPlanner {
     }
 
     /// Add a frame; returns the windows that became complete. A frame whose pts is not
-    /// after the previous one is dropped (counted in [`Self::dropped_frames`]).
+    /// after the previous one is dropped (counted in [`Self::dropped_frames`]); one more
+    /// than [`MAX_FRAME_JUMP_NS`] after it ends the stream and starts a new one.
     pub fn push_frame(&mut self, frame: TimedFrame) -> Vec<Planned> {
         if let Some(last) = self.last_pts {
             if frame.pts <= last {
                 self.dropped += 1;
                 return Vec::new();
+            }
+            if frame.pts - last > MAX_FRAME_JUMP_NS {
+                let mut out = self.finish();
+                out.extend(self.push_frame(frame));
+                return out;
             }
             self.last_interval = Some(frame.pts - last);
         }
@@ -1080,6 +1093,25 @@ mod tests {
         let rest = p.finish();
         match rest.last() {
             Some(Planned::End { total }) => assert_eq!(*total, 3_540 * 16),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn absurd_timestamp_jumps_start_a_new_stream() {
+        let cfg = WindowConfig::new(16000, 8.0, 1.0).unwrap();
+        let mut p = WindowPlanner::new(cfg);
+        for f in cfr(0, 25, 25, 1, true) {
+            assert!(p.push_frame(f).is_empty());
+        }
+        let far = 1u64 << 60;
+        let items = p.push_frame(frame(far, Some(40_000_000)));
+        // The first stream (1 s) is finished: one window and its end; nothing else.
+        assert_eq!(items.len(), 2);
+        assert!(matches!(items[1], Planned::End { total: 16000 }));
+        assert_eq!(p.origin(), Some(far));
+        match p.finish().last() {
+            Some(Planned::End { total }) => assert_eq!(*total, 640),
             other => panic!("{other:?}"),
         }
     }

@@ -977,7 +977,8 @@ fn new_segment_drains_and_restarts_the_stream() {
         .expect("second stream");
     let first = check_output(&buffers[..split], 16000, gst::ClockTime::ZERO);
     assert_eq!(first.len(), 32_000);
-    // The second stream restarts its sample count at its first frame.
+    // The second stream restarts its sample count at its first frame, flagged DISCONT.
+    assert!(buffers[split].flags().contains(gst::BufferFlags::DISCONT));
     let mut count = 0u64;
     for b in &buffers[split..] {
         assert_eq!(b.offset(), count);

@@ -19,7 +19,10 @@
 //! The streaming thread copies each frame (packed RGB, stride removed), plans windows and
 //! queues them; at most `max-in-flight` windows are queued or being generated, beyond
 //! that the streaming thread blocks (backpressure), so memory is bounded for any length:
-//! one window of frames plus `max-in-flight` windows of requests. Flow errors of the
+//! one window of frames plus `max-in-flight` windows of requests. Frames are kept at the
+//! size they arrive in (the generator resizes them): an 8 s window of 1080p25 RGB is
+//! 1.2 GB, so scale large videos down first, e.g. `videoscale ! video/x-raw,height=[1,480]`
+//! (the model sees 384×384 and 224×224 frames). Flow errors of the
 //! source pad are returned upstream from the next `chain`. FLUSH_START cancels the
 //! generator between sampler steps and returns at once; FLUSH_STOP resets everything and
 //! the next output buffer is flagged DISCONT. A new SEGMENT that differs from the current
@@ -854,7 +857,7 @@ impl MMAudioGen {
                         ))),
                     }
                 };
-                match res {
+                let res = match res {
                     Ok(Some(chunk)) => self.push_chunk(chunk, rate),
                     Ok(None) => Ok(gst::FlowSuccess::Ok),
                     Err(err) => {
@@ -865,7 +868,10 @@ impl MMAudioGen {
                         );
                         Err(gst::FlowError::Error)
                     }
-                }
+                };
+                // A new stream (after a drain) starts at a new timestamp.
+                lock(&self.output).discont = true;
+                res
             }
         }
     }
