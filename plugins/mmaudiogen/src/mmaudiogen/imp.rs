@@ -22,12 +22,13 @@
 //! one window of frames plus `max-in-flight` windows of requests. Frames are kept at the
 //! size they arrive in (the generator resizes them): an 8 s window of 1080p25 RGB is
 //! 1.2 GB, so scale large videos down first, e.g. `videoscale ! video/x-raw,height=[1,480]`
-//! (the model sees 384×384 and 224×224 frames). Flow errors of the
-//! source pad are returned upstream from the next `chain`. FLUSH_START cancels the
-//! generator between sampler steps and returns at once; FLUSH_STOP resets everything and
-//! the next output buffer is flagged DISCONT. A new SEGMENT that differs from the current
-//! one (other than in position) drains the current stream first; EOS drains the partial
-//! window before EOS is forwarded. A GAP before the first frame is forwarded; later GAPs
+//! (the model sees 384×384 and 224×224 frames).
+//!
+//! Flow errors of the source pad are returned upstream from the next `chain`. FLUSH_START
+//! cancels the generator between sampler steps and returns at once; FLUSH_STOP resets
+//! everything and the next output buffer is flagged DISCONT. A new SEGMENT that differs
+//! from the current one (other than in position) drains the current stream first; EOS
+//! drains the partial window before EOS is forwarded. A GAP before the first frame is forwarded; later GAPs
 //! are covered by the frame before them (it holds until the next frame), and a trailing
 //! GAP does not lengthen the output. Caps may change size mid-stream; frames of any size
 //! go to the generator as they are.
