@@ -138,6 +138,35 @@ fn messages(bus: &gst::Bus, t: gst::MessageType) -> Vec<gst::Message> {
     std::iter::from_fn(|| bus.pop_filtered(&[t])).collect()
 }
 
+/// Messages of type `t`, waiting up to `secs` until `n` have arrived (posting is asynchronous
+/// to the data flow, e.g. PROGRESS "complete" from the loader thread).
+fn messages_n(bus: &gst::Bus, t: gst::MessageType, n: usize, secs: u64) -> Vec<gst::Message> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut out = Vec::new();
+    while out.len() < n {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        match bus.timed_pop_filtered(gst::ClockTime::from_nseconds(left.as_nanos() as u64), &[t]) {
+            Some(m) => out.push(m),
+            None => break,
+        }
+    }
+    out.extend(messages(bus, t));
+    out
+}
+
+/// The loader runs on its own thread: wait (bounded) until it has been called `n` times,
+/// then check it is not called again within a short grace period.
+fn wait_loads(loads: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while loads.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(loads.load(Ordering::SeqCst), n);
+}
+
 fn wait_message(bus: &gst::Bus, t: gst::MessageType, secs: u64) -> Option<gst::Message> {
     bus.timed_pop_filtered(gst::ClockTime::from_seconds(secs), &[t])
 }
@@ -1008,8 +1037,8 @@ fn model_is_loaded_once_across_ready_and_reloaded_on_change() {
         gst::ClockTime::ZERO,
         |_| 0,
     );
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
-    let progress = messages(&r.bus, gst::MessageType::Progress);
+    wait_loads(&loads, 1);
+    let progress = messages_n(&r.bus, gst::MessageType::Progress, 2, 10);
     assert_eq!(progress.len(), 2, "start + complete");
     r.element.set_state(gst::State::Ready).unwrap();
     r.element.set_state(gst::State::Playing).unwrap();
@@ -1022,7 +1051,7 @@ fn model_is_loaded_once_across_ready_and_reloaded_on_change() {
         gst::ClockTime::ZERO,
         |_| 0,
     );
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    wait_loads(&loads, 1);
     r.element.set_state(gst::State::Ready).unwrap();
     r.element.set_property_from_str("variant", "small-44k");
     r.element.set_state(gst::State::Playing).unwrap();
@@ -1035,7 +1064,7 @@ fn model_is_loaded_once_across_ready_and_reloaded_on_change() {
         gst::ClockTime::ZERO,
         |_| 0,
     );
-    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    wait_loads(&loads, 2);
 }
 
 #[test]
