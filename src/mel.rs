@@ -83,8 +83,11 @@ impl MelParams {
             || self.win_size == 0
             || self.win_size > self.n_fft
             || self.num_mels == 0
-            || !(self.sampling_rate > 0.0)
-            || !(self.fmax > self.fmin)
+            || self.sampling_rate.is_nan()
+            || self.sampling_rate <= 0.0
+            || self.fmax.is_nan()
+            || self.fmin.is_nan()
+            || self.fmax <= self.fmin
         {
             return Err(Error::config(format!("invalid mel parameters {self:?}")));
         }

@@ -26,7 +26,7 @@ use candle_nn::{Init, VarBuilder};
 use std::path::Path;
 
 /// Receives named intermediate tensors (names as in the parity fixtures).
-pub type Hook<'a> = &'a mut dyn FnMut(&str, &Tensor) -> Result<()>;
+pub type Hook<'a> = &'a mut dyn FnMut(&str, &Tensor);
 
 const CH_MULT: [usize; 3] = [1, 2, 4];
 const NUM_RES_BLOCKS: usize = 2;
@@ -119,7 +119,7 @@ struct MpConv1d {
     /// Normalised weight without the gain, kept (f32) only for convs that have a gain.
     weight_normalized: Option<Tensor>,
     /// Weight used by the forward pass (normalised × gain).
-    weight: Tensor,
+    weight: ops::ConvWeight,
     name: String,
 }
 
@@ -152,13 +152,13 @@ impl MpConv1d {
         let dtype = vb.dtype();
         Ok(Self {
             weight_normalized,
-            weight: weight.to_dtype(dtype)?,
+            weight: ops::ConvWeight::new(weight.to_dtype(dtype)?, ops::ConvKind::Conv)?,
             name: vb.prefix(),
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let k = self.weight.dim(2)?;
+        let (_, _, k) = self.weight.dims()?;
         Ok(ops::conv1d(x, &self.weight, None, k / 2, 1)?)
     }
 }
@@ -293,11 +293,11 @@ impl Mid {
 
     fn forward(&self, x: &Tensor, prefix: &str, hook: &mut Option<Hook>) -> Result<Tensor> {
         let h = self.block_1.forward(x)?;
-        report(hook, &format!("{prefix}.mid.block_1_out"), &h)?;
+        report(hook, &format!("{prefix}.mid.block_1_out"), &h);
         let h = self.attn_1.forward(&h)?;
-        report(hook, &format!("{prefix}.mid.attn_1_out"), &h)?;
+        report(hook, &format!("{prefix}.mid.attn_1_out"), &h);
         let h = self.block_2.forward(&h)?;
-        report(hook, &format!("{prefix}.mid.block_2_out"), &h)?;
+        report(hook, &format!("{prefix}.mid.block_2_out"), &h);
         clamp_act(&h)
     }
 
@@ -309,19 +309,20 @@ impl Mid {
     }
 }
 
-fn report(hook: &mut Option<Hook>, name: &str, t: &Tensor) -> Result<()> {
-    match hook {
-        Some(h) => h(name, t),
-        None => Ok(()),
+fn report(hook: &mut Option<Hook>, name: &str, t: &Tensor) {
+    if let Some(h) = hook {
+        h(name, t)
     }
 }
+
+/// One encoder level: res blocks and the optional downsampler (conv1, avg-pool, conv2).
+type DownLevel = (Vec<ResnetBlock1d>, Option<(MpConv1d, MpConv1d)>);
 
 /// `Encoder1D`.
 #[derive(Debug, Clone)]
 struct Encoder1d {
     conv_in: MpConv1d,
-    /// per level: blocks, optional downsample (conv1, conv2)
-    down: Vec<(Vec<ResnetBlock1d>, Option<(MpConv1d, MpConv1d)>)>,
+    down: Vec<DownLevel>,
     mid: Mid,
     conv_out: MpConv1d,
 }
@@ -376,7 +377,7 @@ impl Encoder1d {
 
     fn forward(&self, x: &Tensor, hook: &mut Option<Hook>) -> Result<Tensor> {
         let mut h = self.conv_in.forward(x)?;
-        report(hook, "encoder.conv_in_out", &h)?;
+        report(hook, "encoder.conv_in_out", &h);
         for (i, (blocks, ds)) in self.down.iter().enumerate() {
             for b in blocks {
                 h = clamp_act(&b.forward(&h)?)?;
@@ -389,7 +390,7 @@ impl Encoder1d {
                     .reshape((bsz, c, l / 2, 2))?
                     .mean(D::Minus1)?;
                 h = c2.forward(&y)?;
-                report(hook, &format!("encoder.down.{i}.downsample_out"), &h)?;
+                report(hook, &format!("encoder.down.{i}.downsample_out"), &h);
             }
         }
         let h = self.mid.forward(&h, "encoder", hook)?;
@@ -488,14 +489,14 @@ impl Decoder1d {
 
     fn forward(&self, z: &Tensor, hook: &mut Option<Hook>) -> Result<Tensor> {
         let h = self.conv_in.forward(z)?;
-        report(hook, "decoder.conv_in_out", &h)?;
+        report(hook, "decoder.conv_in_out", &h);
         let mut h = self.mid.forward(&h, "decoder", hook)?;
         for (i, (blocks, upsample)) in self.up.iter().enumerate().rev() {
             let n = blocks.len();
             for (j, b) in blocks.iter().enumerate() {
                 let y = b.forward(&h)?;
                 if j + 1 == n {
-                    report(hook, &format!("decoder.up.{i}.last_block_out"), &y)?;
+                    report(hook, &format!("decoder.up.{i}.last_block_out"), &y);
                 }
                 h = clamp_act(&y)?;
             }
@@ -507,11 +508,11 @@ impl Decoder1d {
                     .broadcast_as((b, c, l, 2))?
                     .reshape((b, c, 2 * l))?;
                 h = conv.forward(&rep)?;
-                report(hook, &format!("decoder.up.{i}.upsample_out"), &h)?;
+                report(hook, &format!("decoder.up.{i}.upsample_out"), &h);
             }
         }
         let h = self.conv_out.forward(&mp_silu(&h)?)?;
-        report(hook, "decoder.conv_out_out", &h)?;
+        report(hook, "decoder.conv_out_out", &h);
         Ok(h)
     }
 
@@ -707,7 +708,7 @@ impl Vae {
 
     /// The effective (normalised, pre-gain) weight of every convolution, by official key
     /// (`decoder.mid.block_1.conv1.weight`, ...), in the model dtype (f32 for `conv_out`).
-    pub fn normalized_weights(&self) -> Vec<(String, Tensor)> {
+    pub fn normalized_weights(&self) -> Result<Vec<(String, Tensor)>> {
         let mut v: Vec<&MpConv1d> = Vec::new();
         if let Some(e) = &self.encoder {
             v.extend(e.convs());
@@ -717,9 +718,208 @@ impl Vae {
         }
         v.into_iter()
             .map(|c| {
-                let w = c.weight_normalized.as_ref().unwrap_or(&c.weight);
-                (format!("{}.weight", c.name), w.clone())
+                let w = match &c.weight_normalized {
+                    Some(w) => w.clone(),
+                    None => c.weight.official()?,
+                };
+                Ok((format!("{}.weight", c.name), w))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{WeightFile, write_pth};
+    use candle_nn::VarMap;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    const TINY: VaeConfig = VaeConfig {
+        data_dim: 10,
+        embed_dim: 4,
+        hidden_dim: 8,
+    };
+
+    fn random_state() -> Vec<(String, Tensor)> {
+        let vm = VarMap::new();
+        Vae::new(
+            &TINY,
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+            VaeParts::BOTH,
+            VaeWeights::Raw,
+        )
+        .unwrap();
+        let mut sd: Vec<(String, Tensor)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let t = v.as_tensor().clone();
+                // non-trivial gains and normalisation constants
+                let t = match k.as_str() {
+                    "decoder.learnable_gain" | "encoder.learnable_gain" => (t + 0.25).unwrap(),
+                    "data_std" => (t * 2.0).unwrap(),
+                    "data_mean" => (t - 3.0).unwrap(),
+                    _ => t,
+                };
+                (k.clone(), t)
+            })
+            .collect();
+        sd.sort_by(|a, b| a.0.cmp(&b.0));
+        sd
+    }
+
+    fn build(sd: &[(String, Tensor)], parts: VaeParts) -> Result<Vae> {
+        let wf = Arc::new(WeightFile::from_tensors(
+            "mem",
+            sd.iter().cloned().collect::<HashMap<_, _>>(),
+        ));
+        let v = Vae::new(
+            &TINY,
+            wf.var_builder(DType::F32, &Device::Cpu),
+            parts,
+            VaeWeights::Raw,
+        )?;
+        wf.check_all_used("the VAE", |k| {
+            (!parts.encoder && k.starts_with("encoder."))
+                || (!parts.decoder && k.starts_with("decoder."))
+        })?;
+        Ok(v)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn mp_normalization_formula() {
+        let w = Tensor::new(&[[[3f32, 4.0]], [[0.0, 0.0]]], &Device::Cpu).unwrap();
+        let n = mp_weight_normalize(&w)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // fan_in 2: w / (‖w‖ + 1e-4·√2)
+        let d = 5.0 + 1e-4 * 2f64.sqrt();
+        assert!((n[0] as f64 - 3.0 / d).abs() < 1e-6 && (n[1] as f64 - 4.0 / d).abs() < 1e-6);
+        assert_eq!(&n[2..], &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn shapes_batches_and_pth_round_trip() {
+        let sd = random_state();
+        let vae = build(&sd, VaeParts::BOTH).unwrap();
+        let z = Tensor::randn(0f32, 1.0, (2, 4, 9), &Device::Cpu).unwrap();
+        let mel = vae.decode(&z).unwrap();
+        assert_eq!(mel.dims(), &[2, 10, 18]);
+        for i in 0..2 {
+            let one = vae.decode(&z.narrow(0, i, 1).unwrap()).unwrap();
+            assert!(max_diff(&one, &mel.narrow(0, i, 1).unwrap()) < 1e-5);
+        }
+        let post = vae.encode(&mel).unwrap();
+        assert_eq!(post.moments.dims(), &[2, 8, 9]);
+        assert_eq!(post.mean.dims(), &[2, 4, 9]);
+        let one = vae.encode(&mel.narrow(0, 1, 1).unwrap()).unwrap();
+        assert!(max_diff(&one.moments, &post.moments.narrow(0, 1, 1).unwrap()) < 1e-5);
+
+        // the official .pth layout: a flat state dict
+        let dir = std::env::temp_dir().join(format!("mmaudio-vae-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("v1-tiny.pth");
+        write_pth(&p, &sd, None).unwrap();
+        let dec = Vae::load(&TINY, &p, VaeParts::DECODER, DType::F32, &Device::Cpu).unwrap();
+        let wrong = Vae::load(
+            &VaeConfig {
+                data_dim: 12,
+                ..TINY
+            },
+            &p,
+            VaeParts::DECODER,
+            DType::F32,
+            &Device::Cpu,
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(max_diff(&dec.decode(&z).unwrap(), &mel) < 1e-5);
+        let e = wrong.unwrap_err().to_string();
+        assert!(e.contains("mel bins"), "{e}");
+        assert!(
+            dec.encode(&mel)
+                .unwrap_err()
+                .to_string()
+                .contains("encoder was not loaded")
+        );
+    }
+
+    #[test]
+    fn normalized_state_dict_loads_as_is() {
+        let sd = random_state();
+        let vae = build(&sd, VaeParts::DECODER).unwrap();
+        let mut eff: HashMap<String, Tensor> = sd.iter().cloned().collect();
+        for (k, w) in vae.normalized_weights().unwrap() {
+            eff.insert(k, w);
+        }
+        let wf = Arc::new(WeightFile::from_tensors("mem", eff));
+        let v2 = Vae::new(
+            &TINY,
+            wf.var_builder(DType::F32, &Device::Cpu),
+            VaeParts::DECODER,
+            VaeWeights::Normalized,
+        )
+        .unwrap();
+        let z = Tensor::randn(0f32, 1.0, (1, 4, 5), &Device::Cpu).unwrap();
+        assert!(max_diff(&v2.decode(&z).unwrap(), &vae.decode(&z).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn strict_loading_and_input_checks() {
+        let mut sd = random_state();
+        sd.push((
+            "decoder.extra.weight".into(),
+            Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
+        ));
+        let e = build(&sd, VaeParts::DECODER).unwrap_err().to_string();
+        assert!(e.contains("decoder.extra.weight"), "{e}");
+        sd.pop();
+        // encoder tensors are fine when only the decoder is built
+        let vae = build(&sd, VaeParts::DECODER).unwrap();
+        let z = Tensor::zeros((1, 5, 3), DType::F32, &Device::Cpu).unwrap();
+        let e = vae.decode(&z).unwrap_err().to_string();
+        assert!(e.contains("4 latent channels"), "{e}");
+    }
+
+    #[test]
+    fn half_precision_decodes_close_to_f32() {
+        let sd = random_state();
+        let vae = build(&sd, VaeParts::DECODER).unwrap();
+        let z = Tensor::randn(0f32, 1.0, (1, 4, 6), &Device::Cpu).unwrap();
+        let want = vae.decode(&z).unwrap();
+        for dt in [DType::F16, DType::BF16] {
+            let wf = Arc::new(WeightFile::from_tensors(
+                "mem",
+                sd.iter().cloned().collect::<HashMap<_, _>>(),
+            ));
+            let v = Vae::new(
+                &TINY,
+                wf.var_builder(dt, &Device::Cpu),
+                VaeParts::DECODER,
+                VaeWeights::Raw,
+            )
+            .unwrap();
+            let got = v.decode(&z).unwrap();
+            assert_eq!(got.dtype(), DType::F32);
+            let e = max_diff(&got, &want);
+            assert!(e < 0.15, "{dt:?}: {e}");
+        }
     }
 }

@@ -160,11 +160,17 @@ impl BigVganConfig {
 }
 
 /// Receives named intermediate tensors (names as in the parity fixtures).
-pub type Hook<'a> = &'a mut dyn FnMut(&str, &Tensor) -> Result<()>;
+pub type Hook<'a> = &'a mut dyn FnMut(&str, &Tensor);
 
 /// Load a conv weight in whatever form the checkpoint holds and fold the weight norm.
-/// `shape` is the weight shape; the norm is over every dim except 0.
-pub(crate) fn load_conv_weight(vb: &VarBuilder, shape: &[usize], fan_in: usize) -> Result<Tensor> {
+/// `shape` is the weight shape; the norm is over every dim except 0. `init_gain / √fan_in` is
+/// the standard deviation used when the builder creates weights (a `VarMap`: random models).
+pub(crate) fn load_conv_weight(
+    vb: &VarBuilder,
+    shape: &[usize],
+    fan_in: usize,
+    init_gain: f64,
+) -> Result<Tensor> {
     let dtype = vb.dtype();
     let g_shape: Vec<usize> = std::iter::once(shape[0])
         .chain(std::iter::repeat_n(1, shape.len() - 1))
@@ -183,7 +189,7 @@ pub(crate) fn load_conv_weight(vb: &VarBuilder, shape: &[usize], fan_in: usize) 
     };
     match pair {
         None => {
-            let std = (1.0 / fan_in as f64).sqrt();
+            let std = init_gain / (fan_in as f64).sqrt();
             Ok(vb.get_with_hints(
                 shape,
                 "weight",
@@ -216,7 +222,7 @@ pub fn fold_weight_norm(g: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 #[derive(Debug, Clone)]
 struct Conv1d {
-    weight: Tensor,
+    weight: ops::ConvWeight,
     bias: Option<Tensor>,
     padding: usize,
     dilation: usize,
@@ -232,8 +238,12 @@ impl Conv1d {
         dilation: usize,
         padding: usize,
         bias: bool,
+        init_gain: f64,
     ) -> Result<Self> {
-        let weight = load_conv_weight(&vb, &[cout, cin, k], cin * k)?;
+        let weight = ops::ConvWeight::new(
+            load_conv_weight(&vb, &[cout, cin, k], cin * k, init_gain)?,
+            ops::ConvKind::Conv,
+        )?;
         let bias = if bias {
             Some(vb.get_with_hints(
                 cout,
@@ -267,7 +277,7 @@ impl Conv1d {
 
 #[derive(Debug, Clone)]
 struct ConvTranspose1d {
-    weight: Tensor,
+    weight: ops::ConvWeight,
     bias: Tensor,
     stride: usize,
     padding: usize,
@@ -275,7 +285,10 @@ struct ConvTranspose1d {
 
 impl ConvTranspose1d {
     fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Self> {
-        let weight = load_conv_weight(&vb, &[cin, cout, k], cin * k / stride)?;
+        let weight = ops::ConvWeight::new(
+            load_conv_weight(&vb, &[cin, cout, k], cin * k / stride, 0.7)?,
+            ops::ConvKind::Transposed,
+        )?;
         let bias = vb.get_with_hints(
             cout,
             "bias",
@@ -410,6 +423,7 @@ impl AmpBlock1 {
                 d,
                 pad(d),
                 true,
+                1.0,
             )?);
             convs2.push(Conv1d::load(
                 vb.pp("convs2").pp(i),
@@ -419,6 +433,7 @@ impl AmpBlock1 {
                 1,
                 pad(1),
                 true,
+                0.3,
             )?);
         }
         let activations = (0..2 * dilations.len())
@@ -438,10 +453,10 @@ impl AmpBlock1 {
             let xt = match (j, hook.as_mut()) {
                 (0, Some((prefix, h))) => {
                     let (u, a, _) = a1.forward_steps(&x)?;
-                    h(&format!("{prefix}.activations.0.upsample_out"), &u)?;
-                    h(&format!("{prefix}.activations.0.act_out"), &a)?;
+                    h(&format!("{prefix}.activations.0.upsample_out"), &u);
+                    h(&format!("{prefix}.activations.0.act_out"), &a);
                     let o = a1.forward(&x)?;
-                    h(&format!("{prefix}.activations.0.out"), &o)?;
+                    h(&format!("{prefix}.activations.0.out"), &o);
                     o
                 }
                 _ => a1.forward(&x)?,
@@ -452,7 +467,7 @@ impl AmpBlock1 {
             x = (xt + x)?;
         }
         if let Some((prefix, h)) = hook {
-            h(&format!("{prefix}.out"), &x)?;
+            h(&format!("{prefix}.out"), &x);
         }
         Ok(x)
     }
@@ -476,7 +491,7 @@ impl BigVgan {
     pub fn new(cfg: &BigVganConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let c0 = cfg.upsample_initial_channel;
-        let conv_pre = Conv1d::load(vb.pp("conv_pre"), cfg.num_mels, c0, 7, 1, 3, true)?;
+        let conv_pre = Conv1d::load(vb.pp("conv_pre"), cfg.num_mels, c0, 7, 1, 3, true, 1.0)?;
         let mut ups = Vec::new();
         let mut resblocks = Vec::new();
         let mut ch = c0;
@@ -512,7 +527,16 @@ impl BigVgan {
             }
         }
         let activation_post = Activation1d::load(vb.pp("activation_post"), ch, cfg)?;
-        let conv_post = Conv1d::load(vb.pp("conv_post"), ch, 1, 7, 1, 3, cfg.use_bias_at_final)?;
+        let conv_post = Conv1d::load(
+            vb.pp("conv_post"),
+            ch,
+            1,
+            7,
+            1,
+            3,
+            cfg.use_bias_at_final,
+            0.3,
+        )?;
         Ok(Self {
             cfg: cfg.clone(),
             conv_pre,
@@ -579,13 +603,13 @@ impl BigVgan {
         let dtype = self.conv_pre.weight.dtype();
         let mut x = self.conv_pre.forward(&mel.to_dtype(dtype)?)?;
         if let Some(h) = hook.as_mut() {
-            h("conv_pre_out", &x)?;
+            h("conv_pre_out", &x);
         }
         let nk = self.cfg.resblock_kernel_sizes.len();
         for (i, up) in self.ups.iter().enumerate() {
             x = up.forward(&x)?;
             if let Some(h) = hook.as_mut() {
-                h(&format!("ups.{i}.out"), &x)?;
+                h(&format!("ups.{i}.out"), &x);
             }
             let mut xs: Option<Tensor> = None;
             for j in 0..nk {
@@ -602,20 +626,20 @@ impl BigVgan {
             }
             let xs = xs.expect("at least one resblock");
             if let Some(h) = hook.as_mut() {
-                h(&format!("stage.{i}.amp_sum"), &xs)?;
+                h(&format!("stage.{i}.amp_sum"), &xs);
             }
             x = (xs / nk as f64)?;
             if let Some(h) = hook.as_mut() {
-                h(&format!("stage.{i}.amp_mean_out"), &x)?;
+                h(&format!("stage.{i}.amp_mean_out"), &x);
             }
         }
         x = self.activation_post.forward(&x)?;
         if let Some(h) = hook.as_mut() {
-            h("activation_post_out", &x)?;
+            h("activation_post_out", &x);
         }
         x = self.conv_post.forward(&x)?;
         if let Some(h) = hook.as_mut() {
-            h("conv_post_out", &x)?;
+            h("conv_post_out", &x);
         }
         let x = if self.cfg.use_tanh_at_final {
             x.tanh()?
@@ -623,5 +647,225 @@ impl BigVgan {
             x.clamp(-1f32, 1f32)?
         };
         Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{WeightFile, write_pth};
+    use candle_nn::VarMap;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    fn tiny(v2: bool) -> BigVganConfig {
+        BigVganConfig {
+            resblock: "1".into(),
+            num_mels: 6,
+            upsample_rates: vec![2, 2],
+            upsample_kernel_sizes: vec![4, 4],
+            upsample_initial_channel: 8,
+            resblock_kernel_sizes: vec![3, 5],
+            resblock_dilation_sizes: vec![vec![1, 3], vec![1, 2]],
+            activation: "snakebeta".into(),
+            snake_logscale: true,
+            use_tanh_at_final: !v2,
+            use_bias_at_final: !v2,
+        }
+    }
+
+    fn random_state(cfg: &BigVganConfig) -> (BigVgan, Vec<(String, Tensor)>) {
+        let vm = VarMap::new();
+        let m = BigVgan::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let mut sd: Vec<(String, Tensor)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        sd.sort_by(|a, b| a.0.cmp(&b.0));
+        (m, sd)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Split every conv weight into (g, v) with v = w·c (c > 0 per output row), so that
+    /// g·v/‖v‖ = w.
+    fn to_weight_norm(
+        sd: &[(String, Tensor)],
+        g_name: &str,
+        v_name: &str,
+    ) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (k, t) in sd {
+            match k.strip_suffix(".weight") {
+                Some(base) if t.rank() == 3 => {
+                    let o = t.dim(0).unwrap();
+                    let flat = t.reshape((o, ())).unwrap();
+                    let norm = flat.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap();
+                    let scale = Tensor::arange(1u32, o as u32 + 1, &Device::Cpu)
+                        .unwrap()
+                        .to_dtype(DType::F32)
+                        .unwrap()
+                        .reshape((o, 1))
+                        .unwrap();
+                    let v = flat
+                        .broadcast_mul(&scale)
+                        .unwrap()
+                        .reshape(t.shape())
+                        .unwrap();
+                    out.push((format!("{base}.{g_name}"), norm.reshape((o, 1, 1)).unwrap()));
+                    out.push((format!("{base}.{v_name}"), v));
+                }
+                _ => out.push((k.clone(), t.clone())),
+            }
+        }
+        out
+    }
+
+    fn from_tensors(sd: Vec<(String, Tensor)>, cfg: &BigVganConfig) -> Result<BigVgan> {
+        let wf = Arc::new(WeightFile::from_tensors(
+            "mem",
+            sd.into_iter().collect::<HashMap<_, _>>(),
+        ));
+        let m = BigVgan::new(cfg, wf.var_builder(DType::F32, &Device::Cpu))?;
+        wf.check_all_used("the vocoder", |_| false)?;
+        Ok(m)
+    }
+
+    #[test]
+    fn all_checkpoint_forms_and_pth_give_the_same_waveform() {
+        for v2 in [false, true] {
+            let cfg = tiny(v2);
+            let (model, sd) = random_state(&cfg);
+            let mel = (Tensor::randn(0f32, 1.0, (2, 6, 7), &Device::Cpu).unwrap() - 2.0).unwrap();
+            let want = model.forward(&mel).unwrap();
+            assert_eq!(want.dims(), &[2, 1, 7 * cfg.hop_length()]);
+            if !v2 {
+                assert!(sd.iter().any(|(k, _)| k == "conv_post.bias"));
+            } else {
+                assert!(!sd.iter().any(|(k, _)| k == "conv_post.bias"));
+            }
+            for (g, v) in [
+                ("weight_g", "weight_v"),
+                (
+                    "parametrizations.weight.original0",
+                    "parametrizations.weight.original1",
+                ),
+            ] {
+                let m = from_tensors(to_weight_norm(&sd, g, v), &cfg).unwrap();
+                let e = max_diff(&m.forward(&mel).unwrap(), &want);
+                assert!(e < 1e-5, "{g}: {e}");
+            }
+            // official checkpoint layout: {"generator": state_dict} in a .pth
+            let dir = std::env::temp_dir().join(format!("mmaudio-voc-{}-{v2}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let p = dir.join("bigvgan_generator.pt");
+            write_pth(
+                &p,
+                &to_weight_norm(&sd, "weight_g", "weight_v"),
+                Some("generator"),
+            )
+            .unwrap();
+            let m = BigVgan::load(&cfg, &p, Some("generator"), DType::F32, &Device::Cpu).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            let e = max_diff(&m.forward(&mel).unwrap(), &want);
+            assert!(e < 1e-5, "pth: {e}");
+        }
+    }
+
+    #[test]
+    fn batch_items_are_independent() {
+        let cfg = tiny(true);
+        let (model, _) = random_state(&cfg);
+        let mel = Tensor::randn(0f32, 1.0, (3, 6, 9), &Device::Cpu).unwrap();
+        let all = model.forward(&mel).unwrap();
+        for i in 0..3 {
+            let one = model.forward(&mel.narrow(0, i, 1).unwrap()).unwrap();
+            assert!(max_diff(&one, &all.narrow(0, i, 1).unwrap()) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn strict_loading_names_the_problem() {
+        let cfg = tiny(false);
+        let (_, mut sd) = random_state(&cfg);
+        sd.push((
+            "ups.9.0.bias".into(),
+            Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+        ));
+        let e = from_tensors(sd.clone(), &cfg).unwrap_err().to_string();
+        assert!(e.contains("ups.9.0.bias"), "{e}");
+        sd.retain(|(k, _)| k != "ups.9.0.bias" && k != "conv_pre.bias");
+        let e = from_tensors(sd, &cfg).unwrap_err().to_string();
+        assert!(e.contains("conv_pre.bias"), "{e}");
+        // wrong mel count
+        let (m, _) = random_state(&cfg);
+        let mel = Tensor::zeros((1, 5, 4), DType::F32, &Device::Cpu).unwrap();
+        let e = m.forward(&mel).unwrap_err().to_string();
+        assert!(e.contains("6 mel bins"), "{e}");
+    }
+
+    #[test]
+    fn half_precision_loads_and_stays_close() {
+        let cfg = tiny(true);
+        let (model, sd) = random_state(&cfg);
+        let mel = (Tensor::randn(0f32, 1.0, (1, 6, 8), &Device::Cpu).unwrap() - 2.0).unwrap();
+        let want = model.forward(&mel).unwrap();
+        for dt in [DType::F16, DType::BF16] {
+            let wf = Arc::new(WeightFile::from_tensors(
+                "mem",
+                sd.iter().cloned().collect::<HashMap<_, _>>(),
+            ));
+            let m = BigVgan::new(&cfg, wf.var_builder(dt, &Device::Cpu)).unwrap();
+            let got = m.forward(&mel).unwrap();
+            assert_eq!(got.dtype(), dt);
+            let e = max_diff(&got.to_dtype(DType::F32).unwrap(), &want);
+            assert!(e < 0.05, "{dt:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn config_json_parses_and_validates() {
+        let j = r#"{"resblock": "1", "num_gpus": 0, "num_mels": 128,
+            "upsample_rates": [8,4,2,2,2,2], "upsample_kernel_sizes": [16,8,4,4,4,4],
+            "upsample_initial_channel": 1536, "resblock_kernel_sizes": [3,7,11],
+            "resblock_dilation_sizes": [[1,3,5],[1,3,5],[1,3,5]],
+            "use_tanh_at_final": false, "use_bias_at_final": false,
+            "activation": "snakebeta", "snake_logscale": true, "sampling_rate": 44100}"#;
+        let c = BigVganConfig::from_json_str(j).unwrap();
+        assert_eq!(c, BigVganConfig::bigvgan_v2_44k());
+        assert_eq!(c.hop_length(), 512);
+        assert_eq!(BigVganConfig::mmaudio_16k().hop_length(), 256);
+        let bad = j.replace(r#""resblock": "1""#, r#""resblock": "2""#);
+        assert!(
+            BigVganConfig::from_json_str(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("resblock")
+        );
+    }
+
+    #[test]
+    fn weight_norm_fold() {
+        let v = Tensor::new(&[[[3f32, 4.0]], [[1.0, 0.0]]], &Device::Cpu).unwrap();
+        let g = Tensor::new(&[[[10f32]], [[2.0]]], &Device::Cpu).unwrap();
+        let w = fold_weight_norm(&g, &v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(w, vec![6.0, 8.0, 2.0, 0.0]);
     }
 }

@@ -66,28 +66,180 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
 }
 
 // ---------------------------------------------------------------------------------------------
+// Weights and work splitting
+// ---------------------------------------------------------------------------------------------
+
+/// Which convolution a weight belongs to (their official layouts differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKind {
+    /// `Conv1d`: official layout (C_out, C_in, K).
+    Conv,
+    /// `ConvTranspose1d`: official layout (C_in, C_out, K).
+    Transposed,
+}
+
+/// A convolution weight in the layout the current device runs fastest: on the CPU in f32 the
+/// taps come first, (K, C_out, C_in) contiguous, so each tap is a plain row-major GEMM
+/// operand; elsewhere the official layout.
+#[derive(Debug, Clone)]
+pub struct ConvWeight {
+    t: Tensor,
+    kind: ConvKind,
+    taps_first: bool,
+}
+
+impl ConvWeight {
+    /// From the official layout.
+    pub fn new(w: Tensor, kind: ConvKind) -> candle_core::Result<Self> {
+        w.dims3()?;
+        if w.device().is_cpu() && w.dtype() == DType::F32 {
+            let t = match kind {
+                ConvKind::Conv => w.permute((2, 0, 1))?,
+                ConvKind::Transposed => w.permute((2, 1, 0))?,
+            }
+            .contiguous()?;
+            Ok(Self {
+                t,
+                kind,
+                taps_first: true,
+            })
+        } else {
+            Ok(Self {
+                t: w,
+                kind,
+                taps_first: false,
+            })
+        }
+    }
+
+    /// The weight in the official layout.
+    pub fn official(&self) -> candle_core::Result<Tensor> {
+        if !self.taps_first {
+            return Ok(self.t.clone());
+        }
+        match self.kind {
+            ConvKind::Conv => self.t.permute((1, 2, 0)),
+            ConvKind::Transposed => self.t.permute((2, 1, 0)),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.t.dtype()
+    }
+
+    /// Official shape.
+    pub fn dims(&self) -> candle_core::Result<(usize, usize, usize)> {
+        let (a, b, c) = self.t.dims3()?;
+        Ok(if !self.taps_first {
+            (a, b, c)
+        } else {
+            match self.kind {
+                ConvKind::Conv => (b, c, a),
+                ConvKind::Transposed => (c, b, a),
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+impl SendPtr {
+    /// Taking `self` makes closures capture the whole (Send) wrapper, not the raw field.
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY (of the callers): offsets stay inside the buffer the pointer came from.
+        self.0.wrapping_add(offset)
+    }
+}
+// SAFETY: used only to hand disjoint output regions to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Columns per task so that a task's input and output blocks stay in cache (~512 KB).
+fn chunk_cols(cin: usize, cout: usize) -> usize {
+    (131_072 / (cin + cout)).clamp(256, 8192)
+}
+
+/// Run `f(start, end, parallelism)` over `[0, n)`: one call with GEMM-level threading when the
+/// range is short, else cache-sized column chunks in parallel with single-threaded GEMMs.
+fn split_cols(n: usize, chunk: usize, f: impl Fn(usize, usize, gemm::Parallelism) + Sync) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || n < 2 * chunk {
+        f(0, n, parallelism());
+        return;
+    }
+    let n_chunks = n.div_ceil(chunk);
+    (0..n_chunks).into_par_iter().for_each(|c| {
+        let s = c * chunk;
+        f(s, (s + chunk).min(n), gemm::Parallelism::None)
+    });
+}
+
+/// dst (m × n, row stride dst_rs) += lhs (m × k, row-major contiguous) · rhs (k × n, row
+/// stride rhs_rs).
+///
+/// # Safety
+/// The pointers must cover the described matrices; dst must not overlap the inputs or
+/// regions written concurrently.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    rhs: *const f32,
+    rhs_rs: usize,
+    par: gemm::Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            true,
+            lhs,
+            1,
+            k as isize,
+            rhs,
+            1,
+            rhs_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Conv1d (stride 1)
 // ---------------------------------------------------------------------------------------------
 
 /// 1-D convolution, stride 1, zero padding `padding` on both sides, dilation `dilation`.
-/// `x`: (B, C_in, T), `w`: (C_out, C_in, K), `bias`: (C_out,).
+/// `x`: (B, C_in, T), `w`: official (C_out, C_in, K), `bias`: (C_out,).
 pub fn conv1d(
     x: &Tensor,
-    w: &Tensor,
+    w: &ConvWeight,
     bias: Option<&Tensor>,
     padding: usize,
     dilation: usize,
 ) -> candle_core::Result<Tensor> {
-    if use_fast(x) && w.dtype() == DType::F32 && bias.is_none_or(|b| b.dtype() == DType::F32) {
+    if use_fast(x) && w.taps_first && bias.is_none_or(|b| b.dtype() == DType::F32) {
         let x = x.contiguous()?;
-        let w = w.contiguous()?;
         let op = Conv1dGemm { padding, dilation };
         return match bias {
-            Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op),
-            None => x.apply_op2_no_bwd(&w, &op),
+            Some(b) => x.apply_op3_no_bwd(&w.t, &b.contiguous()?, &op),
+            None => x.apply_op2_no_bwd(&w.t, &op),
         };
     }
-    let y = x.conv1d(w, padding, 1, dilation, 1)?;
+    let y = x.conv1d(&w.official()?.contiguous()?, padding, 1, dilation, 1)?;
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1))?),
         None => Ok(y),
@@ -100,6 +252,7 @@ struct Conv1dGemm {
 }
 
 impl Conv1dGemm {
+    /// `w` taps-first (K, C_out, C_in).
     fn run(
         &self,
         x: &[f32],
@@ -109,61 +262,49 @@ impl Conv1dGemm {
         bias: Option<&[f32]>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, cin, t) = xl.shape().dims3()?;
-        let (cout, cin_w, k) = wl.shape().dims3()?;
+        let (k, cout, cin_w) = wl.shape().dims3()?;
         if cin != cin_w {
             candle_core::bail!("conv1d: input has {cin} channels, weight expects {cin_w}");
         }
-        let span = self.dilation * (k - 1);
-        if t + 2 * self.padding < span + 1 {
+        let (p, d) = (self.padding, self.dilation);
+        let span = d * (k - 1);
+        if t + 2 * p < span + 1 {
             candle_core::bail!("conv1d: input length {t} too short for kernel {k}");
         }
-        let t_out = t + 2 * self.padding - span;
+        let t_out = t + 2 * p - span;
         let mut dst = vec![0f32; b * cout * t_out];
-        if let Some(bias) = bias {
-            for row in dst.chunks_mut(t_out).enumerate() {
-                row.1.fill(bias[row.0 % cout]);
-            }
-        }
-        let par = parallelism();
         for bi in 0..b {
             let xb = &x[bi * cin * t..(bi + 1) * cin * t];
-            let db = &mut dst[bi * cout * t_out..(bi + 1) * cout * t_out];
-            for tap in 0..k {
-                // output index o reads input index o + off
-                let off = (tap * self.dilation) as isize - self.padding as isize;
-                let o0 = (-off).max(0) as usize;
-                let o1 = (t as isize - off).min(t_out as isize);
-                if o1 <= o0 as isize {
-                    continue;
-                }
-                let n = o1 as usize - o0;
-                let i0 = (o0 as isize + off) as usize;
-                // SAFETY: all pointers and strides stay inside `db`, `w`, `xb` by the
-                // range computation above; dst does not alias the inputs.
+            let db = SendPtr(dst[bi * cout * t_out..].as_mut_ptr());
+            split_cols(t_out, chunk_cols(cin, cout), |c0, c1, par| {
+                // SAFETY: this task owns output columns [c0, c1) of every row.
                 unsafe {
-                    gemm::gemm(
-                        cout,
-                        n,
-                        cin,
-                        db.as_mut_ptr().add(o0),
-                        1,
-                        t_out as isize,
-                        true,
-                        w.as_ptr().add(tap),
-                        k as isize,
-                        (cin * k) as isize,
-                        xb.as_ptr().add(i0),
-                        1,
-                        t as isize,
-                        1.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        par,
-                    );
+                    for co in 0..cout {
+                        let row = std::slice::from_raw_parts_mut(db.at(co * t_out + c0), c1 - c0);
+                        row.fill(bias.map_or(0.0, |bv| bv[co]));
+                    }
+                    for tap in 0..k {
+                        // output o reads input o + off
+                        let off = (tap * d) as isize - p as isize;
+                        let o0 = (c0 as isize).max(-off);
+                        let o1 = (c1 as isize).min(t as isize - off);
+                        if o1 <= o0 {
+                            continue;
+                        }
+                        gemm_acc(
+                            cout,
+                            (o1 - o0) as usize,
+                            cin,
+                            db.at(o0 as usize),
+                            t_out,
+                            w.as_ptr().add(tap * cout * cin),
+                            xb.as_ptr().add((o0 + off) as usize),
+                            t,
+                            par,
+                        );
+                    }
                 }
-            }
+            });
         }
         Ok((CpuStorage::F32(dst), Shape::from((b, cout, t_out))))
     }
@@ -202,11 +343,11 @@ impl CustomOp3 for Conv1dGemm {
         let x = f32_slice(s1, l1, "conv1d input")?;
         let w = f32_slice(s2, l2, "conv1d weight")?;
         let b = f32_slice(s3, l3, "conv1d bias")?;
-        if b.len() != l2.shape().dims()[0] {
+        if b.len() != l2.dims()[1] {
             candle_core::bail!(
                 "conv1d: bias has {} values, expected {}",
                 b.len(),
-                l2.dims()[0]
+                l2.dims()[1]
             );
         }
         self.run(x, l1, w, l2, Some(b))
@@ -218,29 +359,38 @@ impl CustomOp3 for Conv1dGemm {
 // ---------------------------------------------------------------------------------------------
 
 /// 1-D transposed convolution (PyTorch semantics), dilation 1, no output padding.
-/// `x`: (B, C_in, T), `w`: (C_in, C_out, K), `bias`: (C_out,). Output length
+/// `x`: (B, C_in, T), `w`: official (C_in, C_out, K), `bias`: (C_out,). Output length
 /// `(T − 1)·stride − 2·padding + K`.
 pub fn conv_transpose1d(
     x: &Tensor,
-    w: &Tensor,
+    w: &ConvWeight,
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    if use_fast(x) && w.dtype() == DType::F32 && bias.is_none_or(|b| b.dtype() == DType::F32) {
+    if use_fast(x) && w.taps_first && bias.is_none_or(|b| b.dtype() == DType::F32) {
         let x = x.contiguous()?;
-        let w = w.contiguous()?;
         let op = ConvTr1dGemm { stride, padding };
         return match bias {
-            Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op),
-            None => x.apply_op2_no_bwd(&w, &op),
+            Some(b) => x.apply_op3_no_bwd(&w.t, &b.contiguous()?, &op),
+            None => x.apply_op2_no_bwd(&w.t, &op),
         };
     }
     // candle's transposed conv with padding > 0 takes a slow path on CUDA: run it unpadded
     // and crop.
-    let (_, _, t) = x.dims3()?;
+    let w = w.official()?.contiguous()?;
+    let (b, _, t) = x.dims3()?;
     let (_, _, k) = w.dims3()?;
-    let full = x.conv_transpose1d(w, 0, 0, stride, 1, 1)?;
+    let full = if b > 1 && x.device().is_cpu() {
+        // candle 0.11.1's CPU col2im path folds the batch of a transposed lhs into one GEMM
+        // and gets batch > 1 wrong: run the items one by one.
+        let items = (0..b)
+            .map(|i| x.narrow(0, i, 1)?.conv_transpose1d(&w, 0, 0, stride, 1, 1))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&items, 0)?
+    } else {
+        x.conv_transpose1d(&w, 0, 0, stride, 1, 1)?
+    };
     let t_out = (t - 1) * stride + k - 2 * padding;
     let y = if padding > 0 {
         full.narrow(2, padding, t_out)?
@@ -259,6 +409,7 @@ struct ConvTr1dGemm {
 }
 
 impl ConvTr1dGemm {
+    /// `w` taps-first (K, C_out, C_in).
     fn run(
         &self,
         x: &[f32],
@@ -268,7 +419,7 @@ impl ConvTr1dGemm {
         bias: Option<&[f32]>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, cin, tin) = xl.shape().dims3()?;
-        let (cin_w, cout, k) = wl.shape().dims3()?;
+        let (k, cout, cin_w) = wl.shape().dims3()?;
         if cin != cin_w {
             candle_core::bail!(
                 "conv_transpose1d: input has {cin} channels, weight expects {cin_w}"
@@ -279,69 +430,60 @@ impl ConvTr1dGemm {
             candle_core::bail!("conv_transpose1d: input length {tin} too short");
         }
         let t_out = (tin - 1) * s + k - 2 * p;
-        // Polyphase: output o = q·s + r. Each phase r is a contiguous (C_out, nq) buffer that
-        // the taps j with (j − p) ≡ r (mod s) accumulate into with one GEMM each.
+        // Polyphase: output o = q·s + r. Tap j adds W_jᵀ·x[i] at o = i·s + j − p, i.e. to phase
+        // r = (j − p) mod s at q = i + dq. Each task owns a range of q, accumulates every phase
+        // in a contiguous scratch (C_out × q-range per phase) and interleaves it into the output.
         let nq = t_out.div_ceil(s);
-        let mut phases = vec![0f32; s * cout * nq];
         let mut dst = vec![0f32; b * cout * t_out];
-        let par = parallelism();
         for bi in 0..b {
             let xb = &x[bi * cin * tin..(bi + 1) * cin * tin];
-            match bias {
-                Some(bias) => {
-                    for (i, row) in phases.chunks_mut(nq).enumerate() {
-                        row.fill(bias[i % cout]);
+            let db = SendPtr(dst[bi * cout * t_out..].as_mut_ptr());
+            split_cols(nq, chunk_cols(cin, cout * s), |q0, q1, par| {
+                let nc = q1 - q0;
+                let mut ph = vec![0f32; s * cout * nc];
+                for (i, row) in ph.chunks_mut(nc).enumerate() {
+                    row.fill(bias.map_or(0.0, |bv| bv[i % cout]));
+                }
+                for j in 0..k {
+                    let jp = j as isize - p as isize;
+                    let r = jp.rem_euclid(s as isize) as usize;
+                    let dq = (jp - r as isize) / s as isize;
+                    let nq_r = (t_out - r).div_ceil(s) as isize;
+                    let a = (q0 as isize).max(dq);
+                    let e = (q1 as isize).min(nq_r).min(tin as isize + dq);
+                    if e <= a {
+                        continue;
+                    }
+                    // SAFETY: ranges above keep every access inside `ph`, `w`, `xb`.
+                    unsafe {
+                        gemm_acc(
+                            cout,
+                            (e - a) as usize,
+                            cin,
+                            ph.as_mut_ptr().add(r * cout * nc + (a as usize - q0)),
+                            nc,
+                            w.as_ptr().add(j * cout * cin),
+                            xb.as_ptr().add((a - dq) as usize),
+                            tin,
+                            par,
+                        );
                     }
                 }
-                None => phases.fill(0.0),
-            }
-            for j in 0..k {
-                let jp = j as isize - p as isize;
-                let r = jp.rem_euclid(s as isize) as usize;
-                let dq = (jp - r as isize) / s as isize; // q = i + dq
-                let nq_r = (t_out - r).div_ceil(s) as isize;
-                let q0 = dq.max(0);
-                let q1 = (tin as isize + dq).min(nq_r);
-                if q1 <= q0 {
-                    continue;
-                }
-                let n = (q1 - q0) as usize;
-                let i0 = (q0 - dq) as usize;
-                let ph = &mut phases[r * cout * nq..(r + 1) * cout * nq];
-                // SAFETY: ranges computed above keep every access in bounds; no aliasing.
+                // SAFETY: this task owns output columns [q0·s, q1·s) ∩ [0, t_out) of every row.
                 unsafe {
-                    gemm::gemm(
-                        cout,
-                        n,
-                        cin,
-                        ph.as_mut_ptr().add(q0 as usize),
-                        1,
-                        nq as isize,
-                        true,
-                        w.as_ptr().add(j),
-                        (cout * k) as isize,
-                        k as isize,
-                        xb.as_ptr().add(i0),
-                        1,
-                        tin as isize,
-                        1.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        par,
-                    );
-                }
-            }
-            // interleave the phases into the output
-            let db = &mut dst[bi * cout * t_out..(bi + 1) * cout * t_out];
-            db.par_chunks_mut(t_out).enumerate().for_each(|(co, row)| {
-                for r in 0..s {
-                    let src = &phases[(r * cout + co) * nq..(r * cout + co + 1) * nq];
-                    for (q, v) in src.iter().enumerate() {
-                        let o = q * s + r;
-                        if o < t_out {
-                            row[o] = *v;
+                    let o_end = (q1 * s).min(t_out);
+                    for co in 0..cout {
+                        let row = std::slice::from_raw_parts_mut(
+                            db.at(co * t_out + q0 * s),
+                            o_end - q0 * s,
+                        );
+                        for r in 0..s {
+                            let src = &ph[(r * cout + co) * nc..(r * cout + co + 1) * nc];
+                            for (q, v) in src.iter().enumerate() {
+                                if let Some(o) = row.get_mut(q * s + r) {
+                                    *o = *v;
+                                }
+                            }
                         }
                     }
                 }
@@ -384,7 +526,7 @@ impl CustomOp3 for ConvTr1dGemm {
         let x = f32_slice(s1, l1, "conv_transpose1d input")?;
         let w = f32_slice(s2, l2, "conv_transpose1d weight")?;
         let b = f32_slice(s3, l3, "conv_transpose1d bias")?;
-        if b.len() != l2.shape().dims()[1] {
+        if b.len() != l2.dims()[1] {
             candle_core::bail!(
                 "conv_transpose1d: bias has {} values, expected {}",
                 b.len(),
@@ -416,7 +558,7 @@ fn bessel_i0(x: f64) -> f64 {
 /// The official Kaiser-windowed sinc low-pass filter (`kaiser_sinc_filter1d`), computed in f64
 /// and rounded to f32. The checkpoints carry these as buffers; this is used when they do not.
 pub fn kaiser_sinc_filter(cutoff: f64, half_width: f64, kernel_size: usize) -> Vec<f32> {
-    let even = kernel_size % 2 == 0;
+    let even = kernel_size.is_multiple_of(2);
     let half = (kernel_size / 2) as f64;
     let delta_f = 4.0 * half_width;
     let a = 2.285 * (half - 1.0) * std::f64::consts::PI * delta_f + 7.95;
@@ -611,9 +753,12 @@ impl CustomOp1 for FusedAct {
 #[derive(Default)]
 struct RowScratch {
     xp: Vec<f32>,
-    ze: Vec<f32>,
-    zo: Vec<f32>,
+    le: Vec<f32>,
+    lo: Vec<f32>,
 }
+
+/// Output samples per tile of the fused activation (the working set stays in L1).
+const TILE: usize = 1024;
 
 fn act_row(
     x: &[f32],
@@ -649,17 +794,17 @@ unsafe fn act_row_avx2(
     act_row_impl(x, out, a, inv_b, up, down, s)
 }
 
-/// One channel row of `Activation1d`, fused.
+/// One channel row of `Activation1d`, fused and tiled.
 ///
 /// Upsampler (transposed conv, stride 2, 12 taps, ×2, replicate pad 5, crop 15), written per
 /// output phase with `xp` the padded input (`xp[q] = x[clamp(q − 5)]`):
 ///   u[2r]   = 2 Σₖ f[2k+1] · xp[r + 7 − k]
 ///   u[2r+1] = 2 Σₖ f[2k]   · xp[r + 8 − k]          (k = 0..6)
-/// Snake: z = u + inv_b · sin²(a·u), kept as even/odd phases zE[r] = z[2r], zO[r] = z[2r+1].
+/// Snake: z = u + inv_b · sin²(a·u), kept as phases zE[r] = z[2r], zO[r] = z[2r+1].
 /// Downsampler (replicate pad 5 | 6, 12 taps, stride 2):
-///   out[t] = Σₖ g[2k+1] · z[2(t+k−2)] + g[2k] · z[2(t+k−3)+1],
-/// with indices outside [0, 2T) clamped to z[0] (left) or z[2T−1] (right); that is what the
-/// padded phase buffers `ze` (2 left, 3 right) and `zo` (3 left, 2 right) hold.
+///   out[t] = Σₖ g[2k+1] · zE[t+k−2] + g[2k] · zO[t+k−3],
+/// where an index below 0 means z[0] (= zE[0]) and one at or beyond T means z[2T−1]
+/// (= zO[T−1]): the replicate padding of z.
 #[inline(always)]
 fn act_row_impl(
     x: &[f32],
@@ -671,48 +816,81 @@ fn act_row_impl(
     s: &mut RowScratch,
 ) {
     let t = x.len();
-    // padded input
     s.xp.clear();
-    s.xp.resize(t + 2 * UP_PAD, 0.0);
-    s.xp[..UP_PAD].fill(x[0]);
-    s.xp[UP_PAD..UP_PAD + t].copy_from_slice(x);
-    s.xp[UP_PAD + t..].fill(x[t - 1]);
-    s.ze.clear();
-    s.ze.resize(t + 5, 0.0);
-    s.zo.clear();
-    s.zo.resize(t + 5, 0.0);
-    {
-        let xp = &s.xp[..];
-        let ze = &mut s.ze[2..2 + t];
-        let zo = &mut s.zo[3..3 + t];
-        // upsample (even / odd phases), ×2 gain
+    s.xp.extend(std::iter::repeat_n(x[0], UP_PAD));
+    s.xp.extend_from_slice(x);
+    s.xp.extend(std::iter::repeat_n(x[t - 1], UP_PAD));
+    let te: [f32; 6] = std::array::from_fn(|k| up[2 * k + 1]);
+    let to: [f32; 6] = std::array::from_fn(|k| up[2 * k]);
+    let ge: [f32; 6] = std::array::from_fn(|k| down[2 * k + 1]);
+    let go: [f32; 6] = std::array::from_fn(|k| down[2 * k]);
+    let edge = |taps: &[f32; 6], r: usize, xoff: usize| {
+        let mut v = [0f32];
+        for (k, c) in taps.iter().enumerate() {
+            v[0] += c * s.xp[r + xoff - k];
+        }
+        snake_inplace(&mut v, a, inv_b, 2.0);
+        v[0]
+    };
+    let z_first = edge(&te, 0, 7);
+    let z_last = edge(&to, t - 1, 8);
+    s.le.resize(TILE + 5, 0.0);
+    s.lo.resize(TILE + 5, 0.0);
+    let mut t0 = 0;
+    while t0 < t {
+        let n = TILE.min(t - t0);
+        let (le, lo) = (&mut s.le[..n + 5], &mut s.lo[..n + 5]);
+        let p = PhaseArgs {
+            t,
+            xp: &s.xp,
+            a,
+            inv_b,
+            z_first,
+            z_last,
+        };
+        p.fill(le, t0 as isize - 2, &te, 7);
+        p.fill(lo, t0 as isize - 3, &to, 8);
+        let o = &mut out[t0..t0 + n];
+        o.fill(0.0);
         for k in 0..6 {
-            let ce = up[2 * k + 1];
-            let co = up[2 * k];
-            let se = &xp[7 - k..7 - k + t];
-            let so = &xp[8 - k..8 - k + t];
-            for ((e, xe), (o, xo)) in ze.iter_mut().zip(se).zip(zo.iter_mut().zip(so)) {
-                *e += ce * *xe;
-                *o += co * *xo;
+            let (ce, co) = (ge[k], go[k]);
+            for ((d, e), od) in o.iter_mut().zip(&le[k..k + n]).zip(&lo[k..k + n]) {
+                *d += ce * *e + co * *od;
             }
         }
-        snake_inplace(ze, a, inv_b, 2.0);
-        snake_inplace(zo, a, inv_b, 2.0);
+        t0 += n;
     }
-    let first = s.ze[2];
-    let last = s.zo[2 + t];
-    s.ze[..2].fill(first);
-    s.ze[2 + t..].fill(last);
-    s.zo[..3].fill(first);
-    s.zo[3 + t..].fill(last);
-    out.fill(0.0);
-    for k in 0..6 {
-        let ge = down[2 * k + 1];
-        let go = down[2 * k];
-        let se = &s.ze[k..k + t];
-        let so = &s.zo[k..k + t];
-        for ((o, e), od) in out.iter_mut().zip(se).zip(so) {
-            *o += ge * *e + go * *od;
+}
+
+struct PhaseArgs<'a> {
+    t: usize,
+    xp: &'a [f32],
+    a: f32,
+    inv_b: f32,
+    z_first: f32,
+    z_last: f32,
+}
+
+impl PhaseArgs<'_> {
+    /// buf[j] = z of the phase at r = r_start + j (edge values outside [0, T)).
+    #[inline(always)]
+    fn fill(&self, buf: &mut [f32], r_start: isize, taps: &[f32; 6], xoff: usize) {
+        let len = buf.len() as isize;
+        let j0 = (-r_start).clamp(0, len) as usize;
+        let j1 = (self.t as isize - r_start).clamp(0, len) as usize;
+        buf[..j0].fill(self.z_first);
+        buf[j1.max(j0)..].fill(self.z_last);
+        if j1 > j0 {
+            let seg = &mut buf[j0..j1];
+            seg.fill(0.0);
+            let rs = (r_start + j0 as isize) as usize;
+            for (k, &c) in taps.iter().enumerate() {
+                let src = &self.xp[rs + xoff - k..rs + xoff - k + seg.len()];
+                for (d, v) in seg.iter_mut().zip(src) {
+                    *d += c * *v;
+                }
+            }
+            snake_inplace(seg, self.a, self.inv_b, 2.0);
         }
     }
 }
@@ -764,5 +942,183 @@ fn sin_sq(y: f32) -> f32 {
         sin_r * sin_r
     } else {
         cos_r * cos_r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn randn(shape: &[usize], std: f32) -> Tensor {
+        Tensor::randn(0f32, std, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn conv1d_fast_matches_candle() {
+        // (b, cin, cout, t, k, dilation, padding): plain, chunked (long t), tiny input,
+        // 1x1, asymmetric coverage
+        for &(b, cin, cout, t, k, d, p) in &[
+            (2, 3, 5, 37, 7, 3, 9),
+            (1, 8, 4, 20_000, 11, 5, 25),
+            (2, 4, 6, 9_000, 3, 1, 1),
+            (1, 2, 3, 2, 3, 1, 1),
+            (3, 5, 7, 11, 1, 1, 0),
+            (1, 3, 2, 40, 5, 2, 0),
+        ] {
+            let x = randn(&[b, cin, t], 1.0);
+            let w = randn(&[cout, cin, k], 0.3);
+            let bias = randn(&[cout], 0.1);
+            let cw = ConvWeight::new(w.clone(), ConvKind::Conv).unwrap();
+            assert!(cw.taps_first);
+            assert_eq!(cw.dims().unwrap(), (cout, cin, k));
+            let fast = conv1d(&x, &cw, Some(&bias), p, d).unwrap();
+            let want = x
+                .conv1d(&w, p, 1, d, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, cout, 1)).unwrap())
+                .unwrap();
+            let e = max_diff(&fast, &want);
+            assert!(e < 1e-4, "conv1d {b} {cin} {cout} {t} {k} {d} {p}: {e}");
+            let nobias = conv1d(&x, &cw, None, p, d).unwrap();
+            let e = max_diff(&nobias, &x.conv1d(&w, p, 1, d, 1).unwrap());
+            assert!(e < 1e-4, "conv1d without bias: {e}");
+        }
+    }
+
+    #[test]
+    fn conv_transpose1d_fast_matches_candle() {
+        for &(b, cin, cout, t, k, s, p) in &[
+            (2, 6, 3, 50, 8, 4, 2),
+            (1, 4, 2, 30_000, 4, 2, 1),
+            (1, 5, 3, 700, 16, 8, 4),
+            (2, 3, 1, 1, 4, 2, 1),
+            (1, 3, 2, 9, 3, 1, 1),
+        ] {
+            let x = randn(&[b, cin, t], 1.0);
+            let w = randn(&[cin, cout, k], 0.3);
+            let bias = randn(&[cout], 0.1);
+            let cw = ConvWeight::new(w.clone(), ConvKind::Transposed).unwrap();
+            assert_eq!(cw.dims().unwrap(), (cin, cout, k));
+            let fast = conv_transpose1d(&x, &cw, Some(&bias), s, p).unwrap();
+            let want = x
+                .conv_transpose1d(&w, p, 0, s, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, cout, 1)).unwrap())
+                .unwrap();
+            let e = max_diff(&fast, &want);
+            assert!(
+                e < 1e-4,
+                "conv_transpose1d {b} {cin} {cout} {t} {k} {s} {p}: {e}"
+            );
+            // the generic path (unpadded + narrow), as on devices without the fast kernels
+            let official = ConvWeight {
+                t: w.clone(),
+                kind: ConvKind::Transposed,
+                taps_first: false,
+            };
+            let g = conv_transpose1d(&x, &official, Some(&bias), s, p).unwrap();
+            let e = max_diff(&g, &want);
+            assert!(e < 1e-4, "generic conv_transpose1d {b} {cin} {t}: {e}");
+        }
+    }
+
+    #[test]
+    fn generic_transposed_conv_crops_like_padding() {
+        let x = randn(&[2, 3, 20], 1.0);
+        let w = randn(&[3, 4, 8], 0.3);
+        let cw = ConvWeight {
+            t: w.clone(),
+            kind: ConvKind::Transposed,
+            taps_first: false,
+        };
+        let g = conv_transpose1d(&x, &cw, None, 4, 2).unwrap();
+        let want = x.conv_transpose1d(&w, 2, 0, 4, 1, 1).unwrap();
+        assert!(max_diff(&g, &want) < 1e-5);
+        let cc = ConvWeight {
+            t: randn(&[4, 3, 5], 0.3),
+            kind: ConvKind::Conv,
+            taps_first: false,
+        };
+        let g = conv1d(&x, &cc, None, 4, 2).unwrap();
+        let want = x.conv1d(&cc.t, 4, 1, 2, 1).unwrap();
+        assert!(max_diff(&g, &want) < 1e-5);
+    }
+
+    fn act(c: usize) -> AntiAliasAct {
+        let alpha = randn(&[c], 0.3).exp().unwrap();
+        let inv_beta = (randn(&[c], 0.3).exp().unwrap() + 1e-9)
+            .unwrap()
+            .recip()
+            .unwrap();
+        let f =
+            Tensor::from_vec(kaiser_sinc_filter(0.25, 0.3, 12), (1, 1, 12), &Device::Cpu).unwrap();
+        AntiAliasAct::new(SnakeParams { alpha, inv_beta }, f.clone(), f).unwrap()
+    }
+
+    #[test]
+    fn fused_activation_matches_generic() {
+        let a = act(3);
+        for t in [1usize, 2, 5, 6, 7, 1023, 1024, 1025, 2053, 5000] {
+            let x = randn(&[2, 3, t], 3.0);
+            let fused = a.forward(&x).unwrap();
+            let generic = a.forward_generic(&x).unwrap();
+            let e = max_diff(&fused, &generic);
+            assert!(e < 2e-5, "T={t}: {e}");
+        }
+        // arguments beyond the polynomial's range take the library sin
+        let x = (randn(&[1, 3, 3000], 1.0) * 20_000.0).unwrap();
+        let e = max_diff(&a.forward(&x).unwrap(), &a.forward_generic(&x).unwrap());
+        assert!(e < 2e-2, "large arguments: {e}");
+        // non-finite input propagates like the generic path
+        let mut v = vec![0.5f32; 3 * 100];
+        v[150] = f32::NAN;
+        let x = Tensor::from_vec(v, (1, 3, 100), &Device::Cpu).unwrap();
+        let y = a
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(y[145..155].iter().any(|v| v.is_nan()));
+        assert!(y[..100].iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn sin_sq_accuracy() {
+        let mut worst = 0f64;
+        let mut y = -8000.0f32;
+        while y < 8000.0 {
+            let want = (y as f64).sin().powi(2);
+            worst = worst.max((sin_sq(y) as f64 - want).abs());
+            y += 0.0137;
+        }
+        assert!(worst < 2e-6, "max |sin_sq − sin²| = {worst}");
+    }
+
+    #[test]
+    fn kaiser_filter_properties() {
+        let f = kaiser_sinc_filter(0.25, 0.3, 12);
+        assert_eq!(f.len(), 12);
+        let s: f32 = f.iter().sum();
+        assert!((s - 1.0).abs() < 1e-6);
+        for i in 0..6 {
+            assert!((f[i] - f[11 - i]).abs() < 1e-7, "symmetric");
+        }
+        // the two centre taps dominate, the outer ones are tiny
+        assert!(f[5] > 0.4 && f[0].abs() < 0.01);
     }
 }

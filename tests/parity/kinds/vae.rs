@@ -48,7 +48,7 @@ fn check_normalization(case: &Case, chk: &mut Checker, vae: &Vae) -> Result<()> 
     }
     let eff = WeightFile::open(&path)?;
     let tol = mmaudio_tol();
-    for (key, w) in vae.normalized_weights() {
+    for (key, w) in vae.normalized_weights()? {
         let g = eff.load(&key, DType::F32, &Device::Cpu)?;
         chk.close(&format!("normalized {key}"), &w, &g, tol)?;
     }
@@ -94,7 +94,6 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let mut got: Tensors = HashMap::new();
     let mel = vae.decode_with_hook(z, &mut |n: &str, t: &Tensor| {
         got.insert(n.to_string(), t.clone());
-        Ok(())
     })?;
     got.insert("mel".into(), mel.clone());
     compare(case, chk, &got, &golden, &["mel"])?;
@@ -118,11 +117,11 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     }
     // official .pth form (flat state dict)
     let wf = WeightFile::open(case.weights_path()?)?;
-    let tensors = wf
-        .keys()
-        .into_iter()
-        .map(|k| Ok((k.clone(), wf.load(&k, DType::F32, &Device::Cpu)?)))
-        .collect::<mmaudio::Result<Vec<_>>>()?;
+    let mut tensors = Vec::new();
+    for k in wf.keys() {
+        let t = wf.load(&k, DType::F32, &Device::Cpu)?;
+        tensors.push((k, t));
+    }
     let dir = std::env::temp_dir().join(format!("mmaudio-parity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pth = dir.join(format!("{}.pth", case.name));
@@ -153,7 +152,6 @@ pub fn run_encoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let mut got: Tensors = HashMap::new();
     let post = vae.encode_with_hook(mel, &mut |n: &str, t: &Tensor| {
         got.insert(n.to_string(), t.clone());
-        Ok(())
     })?;
     got.insert("moments".into(), post.moments.clone());
     got.insert("mean".into(), post.mean.clone());
