@@ -24,12 +24,22 @@ fn official_cpu_s(item: &str) -> Option<f64> {
     }
 }
 
-fn kernels_note() -> &'static str {
+/// Kernel selection for this run: `MMAUDIO_GENERIC_KERNELS=1` measures the generic
+/// (device-independent) kernels, `MMAUDIO_WINOGRAD=0|2|4` the Winograd tile of the wide
+/// vocoder convolutions.
+fn kernels_note() -> String {
     if std::env::var("MMAUDIO_GENERIC_KERNELS").is_ok_and(|v| v == "1") {
         ops::set_fast_cpu_kernels(false);
-        "generic"
-    } else {
-        "fast-cpu"
+        return "generic".into();
+    }
+    if let Ok(v) = std::env::var("MMAUDIO_WINOGRAD")
+        && let Ok(m) = v.parse::<usize>()
+    {
+        ops::set_winograd_tile(m);
+    }
+    match ops::winograd_tile() {
+        0 => "fast-cpu, direct convolutions".into(),
+        m => format!("fast-cpu, winograd F({m},3)"),
     }
 }
 

@@ -144,9 +144,25 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
             .push("no weights_weightnorm.safetensors: weight-norm load not checked".into());
     }
 
+    // the fixture is narrow (every conv takes the im2col path): force the wide-layer
+    // Winograd paths through the whole model as well
+    ops::set_im2col_max_cin(0);
+    for tile in [4usize, 2] {
+        ops::set_winograd_tile(tile);
+        let w = load(&cfg, &case.weights_path()?).and_then(|m| Ok(m.forward(mel)?));
+        chk.close(
+            &format!("wav[winograd F({tile},3)]"),
+            &w?,
+            &golden["wav"],
+            tol_wav,
+        )?;
+    }
+    ops::set_winograd_tile(4);
+    ops::set_im2col_max_cin(128);
+
     // generic kernels (what CUDA / f16 / bf16 run)
     ops::set_fast_cpu_kernels(false);
-    let generic = model.forward(mel);
+    let generic = load(&cfg, &case.weights_path()?).and_then(|m| Ok(m.forward(mel)?));
     ops::set_fast_cpu_kernels(true);
     chk.close("wav[generic kernels]", &generic?, &golden["wav"], tol_wav)?;
     Ok(Outcome::Ran)
