@@ -12,6 +12,7 @@
 //! Module and variable paths mirror the official checkpoint keys, so the official `.pth`
 //! files (and their safetensors conversions) load without renaming, through [`weights`].
 
+pub mod audio_decoder;
 pub mod bench;
 pub mod config;
 pub mod device;
