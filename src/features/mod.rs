@@ -1,1 +1,4 @@
 //! (in progress)
+pub mod clip;
+pub mod synchformer;
+pub mod vit;
