@@ -621,3 +621,257 @@ impl Clip {
         Ok(Self { vision, text })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::vit::RandomWeights;
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    fn tiny() -> ClipConfig {
+        ClipConfig::from_open_clip_json(&json!({
+            "embed_dim": 24,
+            "quick_gelu": true,
+            "vision_cfg": {"image_size": 42, "layers": 2, "width": 32, "head_width": 16, "patch_size": 14},
+            "text_cfg": {"context_length": 12, "vocab_size": 50, "width": 16, "heads": 2, "layers": 2}
+        }))
+        .unwrap()
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("mmaudio-clip-test-{}-{name}", std::process::id()))
+    }
+
+    fn inputs() -> (Tensor, Tensor) {
+        let dev = Device::Cpu;
+        // 45 px: one pixel row/column beyond the 3×14 grid, never seen (like 384 vs 378)
+        let img = Tensor::rand(0f32, 1.0, (2, 3, 45, 45), &dev).unwrap();
+        let ids = Tensor::new(
+            &[
+                [49u32, 3, 7, 9, 48, 0, 0, 0, 0, 0, 0, 0],
+                [49, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 48],
+            ],
+            &dev,
+        )
+        .unwrap();
+        (img, ids)
+    }
+
+    /// A random tiny CLIP, its state dict (with the unused open_clip extras) and outputs.
+    fn random_model() -> (Clip, Vec<(String, Tensor)>) {
+        let cfg = tiny();
+        let rw = RandomWeights::recording(7);
+        let vb = rw.var_builder(DType::F32, &Device::Cpu);
+        let vision = ClipVision::new(&cfg, vb.clone()).unwrap();
+        let text = ClipText::new(&cfg, vb).unwrap();
+        let mut sd = rw.recorded();
+        let dev = Device::Cpu;
+        sd.push((
+            "text_projection".into(),
+            Tensor::ones((16, 24), DType::F32, &dev).unwrap(),
+        ));
+        sd.push((
+            "logit_scale".into(),
+            Tensor::ones(1, DType::F32, &dev).unwrap(),
+        ));
+        (Clip { vision, text }, sd)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn real_preset_matches_open_clip_config() {
+        let j = json!({
+            "embed_dim": 1024, "quick_gelu": true,
+            "vision_cfg": {"image_size": 378, "layers": 32, "width": 1280, "head_width": 80, "patch_size": 14},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 24}
+        });
+        let real = ClipConfig::dfn5b_vit_h_14_384();
+        assert_eq!(ClipConfig::from_open_clip_json(&j).unwrap(), real);
+        // open_clip_config.json of the hub repo nests it under model_cfg
+        let nested = json!({"model_cfg": j, "preprocess_cfg": {}});
+        assert_eq!(ClipConfig::from_open_clip_json(&nested).unwrap(), real);
+        assert_eq!(real.vision.grid(), 27);
+        assert_eq!(real.vision.heads, 16);
+        assert_eq!(real.vision.mlp_width(), 5120);
+    }
+
+    #[test]
+    fn unsupported_config_is_rejected() {
+        let j = json!({
+            "embed_dim": 8,
+            "vision_cfg": {"width": 32, "attentional_pool": true},
+            "text_cfg": {}
+        });
+        let e = ClipConfig::from_open_clip_json(&j).unwrap_err().to_string();
+        assert!(e.contains("attentional_pool"), "{e}");
+        let j =
+            json!({"embed_dim": 8, "vision_cfg": {"width": 30, "head_width": 16}, "text_cfg": {}});
+        let e = ClipConfig::from_open_clip_json(&j).unwrap_err().to_string();
+        assert!(e.contains("head_width"), "{e}");
+    }
+
+    #[test]
+    fn safetensors_and_pth_load_to_the_same_model() {
+        let (model, sd) = random_model();
+        let (img, ids) = inputs();
+        let want_img = model.vision.encode_images(&img).unwrap();
+        let want_txt = model.text.encode_ids(&ids).unwrap();
+        assert_eq!(want_img.dims(), &[2, 24]);
+        assert_eq!(want_txt.dims(), &[2, 12, 16]);
+
+        let st = tmp("ok.safetensors");
+        let map: HashMap<String, Tensor> = sd.iter().cloned().collect();
+        candle_core::safetensors::save(&map, &st).unwrap();
+        let pth = tmp("ok.pth");
+        crate::weights::write_pth(&pth, &sd, None).unwrap();
+        for p in [&st, &pth] {
+            let m = Clip::load(p, &tiny(), DType::F32, &Device::Cpu).unwrap();
+            assert_eq!(
+                max_diff(&m.vision.encode_images(&img).unwrap(), &want_img),
+                0.0
+            );
+            assert_eq!(max_diff(&m.text.encode_ids(&ids).unwrap(), &want_txt), 0.0);
+            // each tower alone from the full file
+            let wf = Arc::new(WeightFile::open(p).unwrap());
+            ClipVision::load(&wf, &tiny(), DType::F32, &Device::Cpu).unwrap();
+            let wf = Arc::new(WeightFile::open(p).unwrap());
+            ClipText::load(&wf, &tiny(), DType::F32, &Device::Cpu).unwrap();
+        }
+        let _ = std::fs::remove_file(&st);
+        let _ = std::fs::remove_file(&pth);
+    }
+
+    #[test]
+    fn missing_misshaped_and_foreign_tensors_are_named() {
+        let (_, sd) = random_model();
+        let dev = Device::Cpu;
+        let key = "visual.transformer.resblocks.1.attn.in_proj_weight";
+
+        let missing: Vec<_> = sd.iter().filter(|(k, _)| k != key).cloned().collect();
+        let p = tmp("missing.pth");
+        crate::weights::write_pth(&p, &missing, None).unwrap();
+        let e = Clip::load(&p, &tiny(), DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(&*p.to_string_lossy()), "{e}");
+        assert!(e.contains("missing"), "{e}");
+        let _ = std::fs::remove_file(&p);
+
+        let shaped: Vec<_> = sd
+            .iter()
+            .map(|(k, t)| {
+                if k == "positional_embedding" {
+                    (
+                        k.clone(),
+                        Tensor::zeros((77, 16), DType::F32, &dev).unwrap(),
+                    )
+                } else {
+                    (k.clone(), t.clone())
+                }
+            })
+            .collect();
+        let p = tmp("shape.pth");
+        crate::weights::write_pth(&p, &shaped, None).unwrap();
+        let e = Clip::load(&p, &tiny(), DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("positional_embedding")
+                && e.contains("[77, 16]")
+                && e.contains("[12, 16]")
+                && e.contains(&*p.to_string_lossy()),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(&p);
+
+        let mut extra = sd.clone();
+        extra.push((
+            "visual.transformer.resblocks.2.ln_1.weight".into(),
+            Tensor::ones(32, DType::F32, &dev).unwrap(),
+        ));
+        let p = tmp("extra.safetensors");
+        candle_core::safetensors::save(&extra.into_iter().collect::<HashMap<_, _>>(), &p).unwrap();
+        let e = Clip::load(&p, &tiny(), DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("visual.transformer.resblocks.2.ln_1.weight"),
+            "{e}"
+        );
+        let wf = Arc::new(WeightFile::open(&p).unwrap());
+        let e = ClipVision::load(&wf, &tiny(), DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resblocks.2"), "{e}");
+        // the text tower does not care about image-tower tensors
+        let wf = Arc::new(WeightFile::open(&p).unwrap());
+        ClipText::load(&wf, &tiny(), DType::F32, &dev).unwrap();
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn batching_causality_and_input_checks() {
+        let (mut model, _) = random_model();
+        let (img, ids) = inputs();
+        let full = model.vision.encode_images(&img).unwrap();
+        model.vision.max_batch = 1;
+        assert!(max_diff(&model.vision.encode_images(&img).unwrap(), &full) < 1e-6);
+        let video = img.unsqueeze(0).unwrap();
+        let v = model.vision.encode_video(&video).unwrap();
+        assert_eq!(v.dims(), &[1, 2, 24]);
+        let norms = full
+            .sqr()
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
+
+        // causal: a prefix gives the first rows of the full result
+        let t = model.text.encode_ids(&ids).unwrap();
+        let p = model
+            .text
+            .encode_ids(&ids.narrow(1, 0, 5).unwrap())
+            .unwrap();
+        assert!(max_diff(&t.narrow(1, 0, 5).unwrap(), &p) < 1e-6);
+        // and later tokens matter for later rows only
+        let mut other = ids.to_vec2::<u32>().unwrap();
+        other[0][8] = 17;
+        let o = model.text.encode_tokens(&other).unwrap();
+        assert!(max_diff(&t.narrow(1, 0, 8).unwrap(), &o.narrow(1, 0, 8).unwrap()) < 1e-6);
+        assert!(max_diff(&t.narrow(1, 8, 4).unwrap(), &o.narrow(1, 8, 4).unwrap()) > 1e-3);
+
+        let dev = Device::Cpu;
+        let e = model
+            .vision
+            .encode_images(&Tensor::zeros((1, 3, 41, 42), DType::F32, &dev).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3×3 patches"), "{e}");
+        let e = model
+            .text
+            .encode_tokens(&[vec![1, 2, 50]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token id 50"), "{e}");
+        let e = model
+            .text
+            .encode_tokens(&[vec![0; 13]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("13 tokens"), "{e}");
+    }
+}

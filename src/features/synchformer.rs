@@ -547,3 +547,172 @@ impl Synchformer {
         Ok(y)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::vit::RandomWeights;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    /// Tiny config: 32 px (2×2 patches of 16), 8 tubelets of 2 frames, width 16, 2 heads.
+    fn tiny() -> SynchformerConfig {
+        SynchformerConfig::from_motionformer_cfg(&json!({
+            "VIT": {"EMBED_DIM": 16, "DEPTH": 2, "NUM_HEADS": 2, "PATCH_SIZE": 16,
+                    "PATCH_SIZE_TEMP": 2, "TEMPORAL_RESOLUTION": 8, "MLP_RATIO": 4,
+                    "QKV_BIAS": true, "ATTN_LAYER": "divided", "POS_EMBED": "separate"},
+            "DATA": {"TRAIN_CROP_SIZE": 32}
+        }))
+        .unwrap()
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("mmaudio-sync-test-{}-{name}", std::process::id()))
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn random_model() -> (Synchformer, Vec<(String, Tensor)>) {
+        let rw = RandomWeights::recording(11);
+        let m = Synchformer::new(&tiny(), rw.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        (m, rw.recorded())
+    }
+
+    #[test]
+    fn config_forms_and_real_preset() {
+        let flat = json!({"EMBED_DIM": 768, "DEPTH": 12, "NUM_HEADS": 12, "MLP_RATIO": 4,
+            "PATCH_SIZE": 16, "PATCH_SIZE_TEMP": 2, "TEMPORAL_RESOLUTION": 8,
+            "TRAIN_CROP_SIZE": 224, "QKV_BIAS": true, "POS_EMBED": "separate", "ATTN_LAYER": "divided"});
+        let base = SynchformerConfig::base();
+        assert_eq!(
+            SynchformerConfig::from_motionformer_cfg(&flat).unwrap(),
+            base
+        );
+        assert_eq!(
+            SynchformerConfig::from_motionformer_cfg(&json!({})).unwrap(),
+            base
+        );
+        assert_eq!((base.patches(), base.segment_frames()), (196, 16));
+        // 8 s at 25 fps: 200 frames → 24 segments; 10 s → 30; below 16 frames none
+        assert_eq!(base.num_segments(200), 24);
+        assert_eq!(base.num_segments(250), 30);
+        assert_eq!(base.num_segments(15), 0);
+        let e = SynchformerConfig::from_motionformer_cfg(&json!({"VIT": {"ATTN_LAYER": "joint"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ATTN_LAYER"), "{e}");
+    }
+
+    #[test]
+    fn segments_batching_and_unfolding() {
+        let (mut m, _) = random_model();
+        let dev = Device::Cpu;
+        // 31 frames: 2 segments (0..16, 8..24), frames 24..30 dropped
+        let x = Tensor::rand(-1f32, 1.0, (2, 31, 3, 32, 32), &dev).unwrap();
+        let y = m.encode_video(&x).unwrap();
+        assert_eq!(y.dims(), &[2, 16, 16]);
+        // segment 1 of video 1 alone
+        let seg = m
+            .encode_video(&x.narrow(0, 1, 1).unwrap().narrow(1, 8, 16).unwrap())
+            .unwrap();
+        assert!(max_diff(&y.narrow(0, 1, 1).unwrap().narrow(1, 8, 8).unwrap(), &seg) < 1e-5);
+        // dropped tail frames do not matter
+        let y24 = m.encode_video(&x.narrow(1, 0, 24).unwrap()).unwrap();
+        assert!(max_diff(&y, &y24) < 1e-6);
+        // segment batching does not change results
+        m.max_batch = 1;
+        assert!(max_diff(&m.encode_video(&x).unwrap(), &y) < 1e-5);
+
+        let e = m
+            .encode_video(&x.narrow(1, 0, 15).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 16 frames"), "{e}");
+        let e = m
+            .encode_video(&Tensor::zeros((1, 16, 3, 32, 31), DType::F32, &dev).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(B, T, 3, 32, 32)"), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_loading_ignores_other_submodules_and_names_bad_tensors() {
+        let (m, sd) = random_model();
+        let dev = Device::Cpu;
+        let x = Tensor::rand(-1f32, 1.0, (1, 16, 3, 32, 32), &dev).unwrap();
+        let want = m.encode_video(&x).unwrap();
+        // a full Synchformer checkpoint also holds the audio side and the unused 2-D patch_embed
+        let mut full = sd.clone();
+        full.push((
+            "afeat_extractor.conv.weight".into(),
+            Tensor::ones((4, 4), DType::F32, &dev).unwrap(),
+        ));
+        full.push((
+            "transformer.blocks.0.weight".into(),
+            Tensor::ones(4, DType::F32, &dev).unwrap(),
+        ));
+        full.push((
+            "vfeat_extractor.patch_embed.proj.weight".into(),
+            Tensor::ones((16, 3, 16, 16), DType::F32, &dev).unwrap(),
+        ));
+        full.push((
+            "vfeat_extractor.patch_embed.proj.bias".into(),
+            Tensor::ones(16, DType::F32, &dev).unwrap(),
+        ));
+        let p = tmp("full.pth");
+        crate::weights::write_pth(&p, &full, None).unwrap();
+        let got = Synchformer::load_file(&p, &tiny(), DType::F32, &dev)
+            .unwrap()
+            .encode_video(&x)
+            .unwrap();
+        assert_eq!(max_diff(&got, &want), 0.0);
+
+        let key = "vfeat_extractor.blocks.1.timeattn.qkv.bias";
+        let missing: Vec<_> = full.iter().filter(|(k, _)| k != key).cloned().collect();
+        crate::weights::write_pth(&p, &missing, None).unwrap();
+        let e = Synchformer::load_file(&p, &tiny(), DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(&*p.to_string_lossy()), "{e}");
+
+        let mut foreign = full.clone();
+        foreign.push((
+            "vfeat_extractor.blocks.2.norm1.weight".into(),
+            Tensor::ones(16, DType::F32, &dev).unwrap(),
+        ));
+        crate::weights::write_pth(&p, &foreign, None).unwrap();
+        let e = Synchformer::load_file(&p, &tiny(), DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vfeat_extractor.blocks.2.norm1.weight"), "{e}");
+
+        let shaped: Vec<_> = full
+            .iter()
+            .map(|(k, t)| {
+                if k == "vfeat_extractor.temp_embed" {
+                    (
+                        k.clone(),
+                        Tensor::zeros((1, 4, 16), DType::F32, &dev).unwrap(),
+                    )
+                } else {
+                    (k.clone(), t.clone())
+                }
+            })
+            .collect();
+        crate::weights::write_pth(&p, &shaped, None).unwrap();
+        let e = Synchformer::load_file(&p, &tiny(), DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("temp_embed") && e.contains("[1, 4, 16]"), "{e}");
+        let _ = std::fs::remove_file(&p);
+    }
+}
