@@ -194,10 +194,60 @@ pub enum Activation {
 
 impl Activation {
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            // one fused pass on all cores instead of candle's single-threaded unary maps
+            return Ok(x
+                .contiguous()?
+                .apply_op1_no_bwd(&ParallelActivation(self))?);
+        }
         Ok(match self {
             Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
             Activation::GeluErf => x.gelu_erf()?,
         })
+    }
+
+    #[inline(always)]
+    fn f32(self, v: f32) -> f32 {
+        match self {
+            Activation::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
+            Activation::GeluErf => {
+                0.5 * v
+                    * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
+            }
+        }
+    }
+}
+
+/// [`Activation`] on contiguous f32 CPU tensors, split over the available cores.
+struct ParallelActivation(Activation);
+
+impl candle_core::CustomOp1 for ParallelActivation {
+    fn name(&self) -> &'static str {
+        "parallel-activation"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("parallel-activation: expected f32")
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("parallel-activation: non-contiguous input")
+        };
+        let src = &v[a..b];
+        let mut dst = vec![0f32; src.len()];
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let chunk = src.len().div_ceil(threads).max(1 << 14);
+        let act = self.0;
+        std::thread::scope(|sc| {
+            for (i, o) in src.chunks(chunk).zip(dst.chunks_mut(chunk)) {
+                sc.spawn(move || {
+                    for (d, &x) in o.iter_mut().zip(i) {
+                        *d = act.f32(x);
+                    }
+                });
+            }
+        });
+        Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }
 
@@ -516,6 +566,28 @@ mod tests {
         )?;
         let err = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(err < 1e-6, "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn fused_activations_match_reference_formulas() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::arange(-40000f32, 40000f32, &dev)? / 5000.0)?;
+        let x64 = x.to_dtype(DType::F64)?;
+        let quick = Activation::QuickGelu.forward(&x)?;
+        let want = (&x64 * candle_nn::ops::sigmoid(&(&x64 * 1.702)?)?)?;
+        let e = (quick.to_dtype(DType::F64)? - want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(e < 1e-6, "quick gelu {e}");
+        let gelu = Activation::GeluErf.forward(&x)?;
+        let want = x64.gelu_erf()?;
+        let e = (gelu.to_dtype(DType::F64)? - want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(e < 1e-6, "gelu {e}");
         Ok(())
     }
 
