@@ -30,7 +30,13 @@ fn clip_config(case: &Case, wf: &WeightFile) -> Result<ClipConfig> {
         if inner.get("vision_cfg").is_none() || inner.get("text_cfg").is_none() {
             continue;
         }
-        let cfg = ClipConfig::from_open_clip_json(v).with_context(|| format!("case.json `{k}`"))?;
+        let cfg = match ClipConfig::from_open_clip_json(v) {
+            Ok(c) => c,
+            Err(e) => {
+                tried.push(format!("{k} ({e})"));
+                continue;
+            }
+        };
         let fits = |key: &str, want: usize| wf.shape(key).map(|s| s.last() == Some(&want));
         let vis = fits("visual.class_embedding", cfg.vision.width);
         let txt = fits("token_embedding.weight", cfg.text.width);

@@ -8,7 +8,7 @@
 
 use super::clip::{compare_traced, pth_roundtrip};
 use crate::common::{Case, Checker, Outcome, Tol};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use candle_core::{DType, Device};
 use mmaudio::features::synchformer::{Synchformer, SynchformerConfig};
 use mmaudio::features::vit::Trace;
@@ -30,8 +30,13 @@ fn sync_config(case: &Case, wf: &WeightFile) -> Result<SynchformerConfig> {
         if vit.get("EMBED_DIM").is_none() {
             continue;
         }
-        let cfg = SynchformerConfig::from_motionformer_cfg(v)
-            .with_context(|| format!("case.json `{k}`"))?;
+        let cfg = match SynchformerConfig::from_motionformer_cfg(v) {
+            Ok(c) => c,
+            Err(e) => {
+                tried.push(format!("{k} ({e})"));
+                continue;
+            }
+        };
         if cfg.embed_dim == width {
             return Ok(cfg);
         }
