@@ -27,8 +27,11 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 
-/// OpenAI CLIP normalisation applied by MMAudio before `encode_image`.
+/// OpenAI CLIP normalisation applied by MMAudio before `encode_image` (the literals of
+/// `features_utils.py`, rounded to f32 as torchvision does).
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// LayerNorm epsilon of open_clip (`nn.LayerNorm` default).

@@ -91,10 +91,10 @@ impl SynchformerConfig {
             }
         };
         for (k, want) in [("ATTN_LAYER", "divided"), ("POS_EMBED", "separate")] {
-            if let Some(x) = vit.get(k) {
-                if x != want {
-                    return Err(bad(format!("`{k}` = {x} is not supported (only {want:?})")));
-                }
+            if let Some(x) = vit.get(k)
+                && x != want
+            {
+                return Err(bad(format!("`{k}` = {x} is not supported (only {want:?})")));
             }
         }
         let cfg = Self {
@@ -122,7 +122,7 @@ impl SynchformerConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.heads == 0 || self.embed_dim % self.heads != 0 {
+        if self.heads == 0 || !self.embed_dim.is_multiple_of(self.heads) {
             return Err(Error::config(format!(
                 "Synchformer: embed_dim {} is not a multiple of {} heads",
                 self.embed_dim, self.heads
@@ -134,7 +134,7 @@ impl SynchformerConfig {
         if self.temporal_resolution == 0 || self.segment_step == 0 {
             return Err(Error::config("Synchformer: empty segments"));
         }
-        if self.segment_step % self.tubelet != 0 {
+        if !self.segment_step.is_multiple_of(self.tubelet) {
             return Err(Error::config(format!(
                 "Synchformer: segment step {} is not a multiple of the tubelet size {}",
                 self.segment_step, self.tubelet

@@ -359,7 +359,7 @@ pub struct MultiheadAttention {
 
 impl MultiheadAttention {
     pub fn load(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::config(format!(
                 "attention width {dim} is not a multiple of the head count {heads}"
             )));

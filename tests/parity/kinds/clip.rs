@@ -67,7 +67,7 @@ pub fn run_vision(case: &Case, chk: &mut Checker) -> Result<Outcome> {
 
     // the same weights through an official-format .pth
     let again = pth_roundtrip(case, &wpath, |wf| {
-        ClipVision::load(wf, &cfg, DType::F32, &dev)?.encode_video(video)
+        Ok(ClipVision::load(wf, &cfg, DType::F32, &dev)?.encode_video(video)?)
     })?;
     chk.close(
         "clip_features (.pth weights)",
@@ -142,7 +142,7 @@ pub fn run_text(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     }
 
     let again = pth_roundtrip(case, &wpath, |wf| {
-        ClipText::load(wf, &cfg, DType::F32, &dev)?.encode_ids(&ids)
+        Ok(ClipText::load(wf, &cfg, DType::F32, &dev)?.encode_ids(&ids)?)
     })?;
     chk.close(
         "text_features (.pth weights)",
@@ -205,7 +205,7 @@ pub fn compare_traced(
 pub fn pth_roundtrip(
     case: &Case,
     weights: &Path,
-    f: impl FnOnce(&Arc<WeightFile>) -> mmaudio::Result<Tensor>,
+    f: impl FnOnce(&Arc<WeightFile>) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let tensors = candle_core::safetensors::load(weights, &Device::Cpu)
         .with_context(|| format!("loading {}", weights.display()))?;
@@ -217,7 +217,9 @@ pub fn pth_roundtrip(
         std::process::id()
     ));
     mmaudio::weights::write_pth(&path, &list, None)?;
-    let res = WeightFile::open(&path).map(Arc::new).and_then(|wf| f(&wf));
+    let res = WeightFile::open(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|wf| f(&Arc::new(wf)));
     let _ = std::fs::remove_file(&path);
-    Ok(res.with_context(|| format!("with weights written to {}", path.display()))?)
+    res.with_context(|| format!("with weights written to {}", path.display()))
 }

@@ -66,7 +66,7 @@ pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let again = pth_roundtrip(case, &wpath, |wf| {
         let mut m = Synchformer::load(wf, &cfg, DType::F32, &dev)?;
         m.max_batch = 1;
-        m.encode_video(video)
+        Ok(m.encode_video(video)?)
     })?;
     chk.close(
         "sync_features (.pth, 1 segment per pass)",
