@@ -20,7 +20,8 @@
 //! Output `(B, S·8, D)`. Paths mirror `Synchformer().state_dict()` (`vfeat_extractor.*`).
 
 use super::vit::{
-    Activation, LayerNorm, Mlp, MultiheadAttention, Trace, attention, linear, merge_heads,
+    Activation, LayerNorm, Mlp, MultiheadAttention, Trace, attention, fold_q_scale, linear,
+    merge_heads,
 };
 use crate::error::{Error, Result};
 use crate::weights::WeightFile;
@@ -187,7 +188,6 @@ struct DividedAttention {
     qkv: Linear,
     proj: Linear,
     heads: usize,
-    scale: f64,
 }
 
 impl DividedAttention {
@@ -198,11 +198,12 @@ impl DividedAttention {
         } else {
             None
         };
+        // q is scaled by head_dim^-0.5 before the dot products: folded into the projection
+        let (w, b) = fold_q_scale(&w, b.as_ref(), 1.0 / ((dim / heads) as f64).sqrt())?;
         Ok(Self {
             qkv: Linear::new(w, b),
             proj: linear(vb.pp("proj"), dim, dim)?,
             heads,
-            scale: 1.0 / ((dim / heads) as f64).sqrt(),
         })
     }
 
@@ -247,10 +248,14 @@ impl DividedAttention {
             Axis::Time => n,
             Axis::Space => f,
         };
-        let q_all = (full(0)? * self.scale)?;
         let (k_all, v_all) = (full(1)?, full(2)?);
         // the CLS query attends to every token (itself included)
-        let cls_out = attention(&q_all.narrow(1, 0, 1)?.contiguous()?, &k_all, &v_all, None)?;
+        let q_cls = qkv
+            .narrow(1, 0, 1)?
+            .narrow(2, 0, 1)?
+            .reshape((b, h, dh))?
+            .reshape((b * h, 1, dh))?;
+        let cls_out = attention(&q_cls, &k_all, &v_all, None)?;
         // the CLS key/value is prepended to every group
         let with_cls = |all: &Tensor, g: Tensor| -> Result<Tensor> {
             let cls = all
@@ -260,7 +265,7 @@ impl DividedAttention {
                 .reshape((b * h * groups, 1, dh))?;
             Ok(Tensor::cat(&[&cls, &g], 1)?)
         };
-        let q = (grouped(0)? * self.scale)?;
+        let q = grouped(0)?;
         let k = with_cls(&k_all, grouped(1)?)?;
         let v = with_cls(&v_all, grouped(2)?)?;
         drop(qkv);

@@ -319,6 +319,22 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     Ok(Tensor::cat(&outs, 0)?)
 }
 
+/// Fold the attention scale into the q rows (the first third) of a fused q/k/v projection, so
+/// that its output q is already scaled. For power-of-two scales (head_dim 64: 1/8) this is
+/// exact; otherwise it differs from scaling q afterwards by float rounding only.
+pub fn fold_q_scale(
+    w: &Tensor,
+    b: Option<&Tensor>,
+    scale: f64,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let c = w.dim(0)? / 3;
+    let fold = |t: &Tensor| -> Result<Tensor> {
+        let q = (t.narrow(0, 0, c)? * scale)?;
+        Ok(Tensor::cat(&[&q, &t.narrow(0, c, 2 * c)?], 0)?)
+    };
+    Ok((fold(w)?, b.map(fold).transpose()?))
+}
+
 /// Split a fused q/k/v projection `(B, T, 3·H·Dh)` into q, k, v, each `(B·H, T, Dh)` and
 /// contiguous.
 pub fn split_heads_qkv(qkv: &Tensor, heads: usize) -> Result<(Tensor, Tensor, Tensor)> {
@@ -348,13 +364,13 @@ pub fn merge_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// PyTorch `nn.MultiheadAttention(dim, heads, batch_first=True)` in inference: fused
-/// `in_proj_weight (3·dim, dim)` / `in_proj_bias`, `out_proj`, scale 1/√head_dim.
+/// `in_proj_weight (3·dim, dim)` / `in_proj_bias`, `out_proj`, scale 1/√head_dim (folded
+/// into the q projection at load time).
 #[derive(Debug, Clone)]
 pub struct MultiheadAttention {
     in_proj: Linear,
     out_proj: Linear,
     heads: usize,
-    dim: usize,
 }
 
 impl MultiheadAttention {
@@ -366,23 +382,19 @@ impl MultiheadAttention {
         }
         let w = vb.get((3 * dim, dim), "in_proj_weight")?;
         let b = vb.get(3 * dim, "in_proj_bias")?;
+        let scale = 1.0 / ((dim / heads) as f64).sqrt();
+        let (w, b) = fold_q_scale(&w, Some(&b), scale)?;
         Ok(Self {
-            in_proj: Linear::new(w, Some(b)),
+            in_proj: Linear::new(w, b),
             out_proj: linear(vb.pp("out_proj"), dim, dim)?,
             heads,
-            dim,
         })
-    }
-
-    fn scale(&self) -> f64 {
-        1.0 / ((self.dim / self.heads) as f64).sqrt()
     }
 
     /// Self-attention over `x (B, T, dim)` with an optional additive mask `(T, T)`.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let qkv = self.in_proj.forward(x)?;
         let (q, k, v) = split_heads_qkv(&qkv, self.heads)?;
-        let q = (q * self.scale())?;
         let o = attention(&q, &k, &v, mask)?;
         Ok(self.out_proj.forward(&merge_heads(&o, self.heads)?)?)
     }
@@ -412,7 +424,6 @@ impl MultiheadAttention {
                 .reshape((b * self.heads, t, dh))?)
         };
         let (k, v) = (part(0)?, part(1)?);
-        let q = (q * self.scale())?;
         let o = attention(&q, &k, &v, None)?;
         Ok(self.out_proj.forward(&merge_heads(&o, self.heads)?)?)
     }
