@@ -218,7 +218,7 @@ impl DividedAttention {
             )));
         }
         let qkv = self.qkv.forward(x)?.reshape((b, t1, 3, h, dh))?;
-        // all tokens, per head: (B·H, T1, Dh), for the CLS query
+        // keys/values of all tokens, per head: (B·H, T1, Dh), for the CLS query
         let full = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(2, i, 1)?
@@ -268,7 +268,6 @@ impl DividedAttention {
         let q = grouped(0)?;
         let k = with_cls(&k_all, grouped(1)?)?;
         let v = with_cls(&v_all, grouped(2)?)?;
-        drop(qkv);
         let out = attention(&q, &k, &v, None)?; // (B·H·groups, len, Dh)
         let out = match axis {
             Axis::Time => out
