@@ -1,0 +1,617 @@
+//! Building blocks shared by the CLIP towers and the Synchformer visual encoder: LayerNorm
+//! with a two-pass variance, PyTorch's `nn.MultiheadAttention` with its fused `in_proj`,
+//! the MLP of the ViT blocks, chunked softmax attention and a recorder of intermediate
+//! tensors for the parity tests.
+//!
+//! Layouts follow PyTorch: activations are `(batch, tokens, channels)`, Linear weights are
+//! `(out, in)`, fused q/k/v projections are the three `(dim, dim)` blocks q, k, v stacked
+//! along the output axis, and heads are contiguous `head_dim` slices of each block.
+
+use crate::error::{Error, Result};
+use candle_core::{CpuStorage, D, DType, Layout, Shape, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+use std::collections::HashMap;
+
+/// Records named intermediate tensors of a forward pass when switched on (parity tests,
+/// debugging); costs nothing when off.
+#[derive(Debug, Default)]
+pub struct Trace {
+    on: bool,
+    items: Vec<(String, Tensor)>,
+}
+
+impl Trace {
+    /// A trace that records nothing.
+    pub fn off() -> Self {
+        Self::default()
+    }
+
+    /// A trace that records every tensor offered to it.
+    pub fn on() -> Self {
+        Self {
+            on: true,
+            items: Vec::new(),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Record `name` if the trace is on; `f` is only evaluated then. A name recorded again
+    /// (a model called on several chunks) is concatenated along dim 0.
+    pub fn record(&mut self, name: &str, f: impl FnOnce() -> Result<Tensor>) -> Result<()> {
+        if !self.on {
+            return Ok(());
+        }
+        let t = f()?;
+        if let Some(slot) = self.items.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = Tensor::cat(&[&slot.1, &t], 0)?;
+        } else {
+            self.items.push((name.to_string(), t));
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.items.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Names in recording order.
+    pub fn names(&self) -> Vec<&str> {
+        self.items.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    pub fn into_map(self) -> HashMap<String, Tensor> {
+        self.items.into_iter().collect()
+    }
+}
+
+/// `nn.LayerNorm(dim, eps)` with affine weight and bias.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// LayerNorm over the last dimension. On the CPU in float32 the variance is computed in two
+/// passes (mean first, then the mean squared deviation), as PyTorch does, rather than as
+/// E[x²] − E[x]², which loses digits on activations with a large common offset.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        Ok(x.apply_op3_no_bwd(w, b, &TwoPassLayerNorm { eps: eps as f32 })?)
+    } else {
+        Ok(candle_nn::ops::layer_norm(&x, w, b, eps as f32)?)
+    }
+}
+
+struct TwoPassLayerNorm {
+    eps: f32,
+}
+
+impl candle_core::CustomOp3 for TwoPassLayerNorm {
+    fn name(&self) -> &'static str {
+        "two-pass-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let slice = |s: &'_ CpuStorage, l: &Layout| -> candle_core::Result<Vec<f32>> {
+            let CpuStorage::F32(v) = s else {
+                candle_core::bail!("two-pass-layer-norm: expected f32 storage")
+            };
+            match l.contiguous_offsets() {
+                Some((a, b)) => Ok(v[a..b].to_vec()),
+                None => candle_core::bail!("two-pass-layer-norm: non-contiguous operand"),
+            }
+        };
+        let CpuStorage::F32(xs) = s1 else {
+            candle_core::bail!("two-pass-layer-norm: expected f32 input")
+        };
+        let Some((o1, o2)) = l1.contiguous_offsets() else {
+            candle_core::bail!("two-pass-layer-norm: non-contiguous input")
+        };
+        let xs = &xs[o1..o2];
+        let w = slice(s2, l2)?;
+        let b = slice(s3, l3)?;
+        let n = w.len();
+        if n == 0 || b.len() != n || xs.len() % n != 0 {
+            candle_core::bail!("two-pass-layer-norm: shape mismatch")
+        }
+        let mut out = vec![0f32; xs.len()];
+        for (row, dst) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            let mean = sum_f32(row) / n as f32;
+            let mut acc = [0f32; 8];
+            let mut chunks = row.chunks_exact(8);
+            for c in &mut chunks {
+                for i in 0..8 {
+                    let d = c[i] - mean;
+                    acc[i] += d * d;
+                }
+            }
+            let mut var: f32 = chunks
+                .remainder()
+                .iter()
+                .map(|v| (v - mean) * (v - mean))
+                .sum();
+            var += acc.iter().sum::<f32>();
+            let inv = 1.0 / (var / n as f32 + self.eps).sqrt();
+            for i in 0..n {
+                dst[i] = (row[i] - mean) * inv * w[i] + b[i];
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+fn sum_f32(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    chunks.remainder().iter().sum::<f32>() + acc.iter().sum::<f32>()
+}
+
+/// `nn.Linear(in, out)` loaded from `{weight, bias}`; weight `(out, in)`.
+pub fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    Ok(candle_nn::linear(in_dim, out_dim, vb)?)
+}
+
+/// Activation of the MLPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x · sigmoid(1.702 x)` (OpenAI CLIP, `quick_gelu`).
+    QuickGelu,
+    /// Exact GELU `x · Φ(x)` with erf (`nn.GELU()`).
+    GeluErf,
+}
+
+impl Activation {
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            // one fused pass on all cores instead of candle's single-threaded unary maps
+            return Ok(x
+                .contiguous()?
+                .apply_op1_no_bwd(&ParallelActivation(self))?);
+        }
+        Ok(match self {
+            Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
+            Activation::GeluErf => x.gelu_erf()?,
+        })
+    }
+
+    #[inline(always)]
+    fn f32(self, v: f32) -> f32 {
+        match self {
+            Activation::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
+            Activation::GeluErf => {
+                0.5 * v
+                    * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
+            }
+        }
+    }
+}
+
+/// [`Activation`] on contiguous f32 CPU tensors, split over the available cores.
+struct ParallelActivation(Activation);
+
+impl candle_core::CustomOp1 for ParallelActivation {
+    fn name(&self) -> &'static str {
+        "parallel-activation"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("parallel-activation: expected f32")
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("parallel-activation: non-contiguous input")
+        };
+        let src = &v[a..b];
+        let mut dst = vec![0f32; src.len()];
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let chunk = src.len().div_ceil(threads).max(1 << 14);
+        let act = self.0;
+        std::thread::scope(|sc| {
+            for (i, o) in src.chunks(chunk).zip(dst.chunks_mut(chunk)) {
+                sc.spawn(move || {
+                    for (d, &x) in o.iter_mut().zip(i) {
+                        *d = act.f32(x);
+                    }
+                });
+            }
+        });
+        Ok((CpuStorage::F32(dst), l.shape().clone()))
+    }
+}
+
+/// Two-layer MLP `fc2(act(fc1(x)))`, the layer names given by the caller (`c_fc`/`c_proj` in
+/// open_clip, `fc1`/`fc2` in timm-style blocks, `linear1`/`linear2` in PyTorch's encoder layer).
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl Mlp {
+    pub fn load(
+        vb: &VarBuilder,
+        names: (&str, &str),
+        dim: usize,
+        hidden: usize,
+        act: Activation,
+    ) -> Result<Self> {
+        Ok(Self {
+            fc1: linear(vb.pp(names.0), dim, hidden)?,
+            fc2: linear(vb.pp(names.1), hidden, dim)?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.fc1.forward(x)?;
+        let h = self.act.forward(&h)?;
+        Ok(self.fc2.forward(&h)?)
+    }
+}
+
+/// Largest number of attention scores materialised at once (elements), so that long batches
+/// do not allocate (groups × Tq × Tk) in one go.
+const MAX_SCORES: usize = 1 << 24;
+
+/// Softmax attention `softmax(q kᵀ + mask) v` over groups: q `(G, Tq, D)` already scaled,
+/// k and v `(G, Tk, D)`, optional additive mask broadcastable to `(Tq, Tk)`. Groups are
+/// processed in chunks so that at most [`MAX_SCORES`] scores exist at a time.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (g, tq, _) = q.dims3()?;
+    let tk = k.dim(1)?;
+    let per_group = (tq * tk).max(1);
+    let chunk = (MAX_SCORES / per_group).clamp(1, g.max(1));
+    let one = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
+        let mut s = q.matmul(&k.t()?)?;
+        if let Some(m) = mask {
+            s = s.broadcast_add(m)?;
+        }
+        let p = candle_nn::ops::softmax_last_dim(&s)?;
+        Ok(p.matmul(v)?)
+    };
+    if chunk >= g {
+        return one(q, k, v);
+    }
+    let mut outs = Vec::with_capacity(g.div_ceil(chunk));
+    let mut start = 0;
+    while start < g {
+        let n = chunk.min(g - start);
+        outs.push(one(
+            &q.narrow(0, start, n)?,
+            &k.narrow(0, start, n)?,
+            &v.narrow(0, start, n)?,
+        )?);
+        start += n;
+    }
+    Ok(Tensor::cat(&outs, 0)?)
+}
+
+/// Fold the attention scale into the q rows (the first third) of a fused q/k/v projection, so
+/// that its output q is already scaled. For power-of-two scales (head_dim 64: 1/8) this is
+/// exact; otherwise it differs from scaling q afterwards by float rounding only.
+pub fn fold_q_scale(
+    w: &Tensor,
+    b: Option<&Tensor>,
+    scale: f64,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let c = w.dim(0)? / 3;
+    let fold = |t: &Tensor| -> Result<Tensor> {
+        let q = (t.narrow(0, 0, c)? * scale)?;
+        Ok(Tensor::cat(&[&q, &t.narrow(0, c, 2 * c)?], 0)?)
+    };
+    Ok((fold(w)?, b.map(fold).transpose()?))
+}
+
+/// Split a fused q/k/v projection `(B, T, 3·H·Dh)` into q, k, v, each `(B·H, T, Dh)` and
+/// contiguous.
+pub fn split_heads_qkv(qkv: &Tensor, heads: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, t, c3) = qkv.dims3()?;
+    let c = c3 / 3;
+    let dh = c / heads;
+    let qkv = qkv.reshape((b, t, 3, heads, dh))?;
+    let part = |i: usize| -> Result<Tensor> {
+        Ok(qkv
+            .narrow(2, i, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * heads, t, dh))?)
+    };
+    Ok((part(0)?, part(1)?, part(2)?))
+}
+
+/// Inverse of the head split: `(B·H, T, Dh)` → `(B, T, H·Dh)`.
+pub fn merge_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (bh, t, dh) = x.dims3()?;
+    let b = bh / heads;
+    Ok(x.reshape((b, heads, t, dh))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, t, heads * dh))?)
+}
+
+/// PyTorch `nn.MultiheadAttention(dim, heads, batch_first=True)` in inference: fused
+/// `in_proj_weight (3·dim, dim)` / `in_proj_bias`, `out_proj`, scale 1/√head_dim (folded
+/// into the q projection at load time).
+#[derive(Debug, Clone)]
+pub struct MultiheadAttention {
+    in_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl MultiheadAttention {
+    pub fn load(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+        if heads == 0 || !dim.is_multiple_of(heads) {
+            return Err(Error::config(format!(
+                "attention width {dim} is not a multiple of the head count {heads}"
+            )));
+        }
+        let w = vb.get((3 * dim, dim), "in_proj_weight")?;
+        let b = vb.get(3 * dim, "in_proj_bias")?;
+        let scale = 1.0 / ((dim / heads) as f64).sqrt();
+        let (w, b) = fold_q_scale(&w, Some(&b), scale)?;
+        Ok(Self {
+            in_proj: Linear::new(w, b),
+            out_proj: linear(vb.pp("out_proj"), dim, dim)?,
+            heads,
+        })
+    }
+
+    /// Self-attention over `x (B, T, dim)` with an optional additive mask `(T, T)`.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let qkv = self.in_proj.forward(x)?;
+        let (q, k, v) = split_heads_qkv(&qkv, self.heads)?;
+        let o = attention(&q, &k, &v, mask)?;
+        Ok(self.out_proj.forward(&merge_heads(&o, self.heads)?)?)
+    }
+
+    /// Self-attention output of the first token only, `(B, 1, dim)`: the keys and values of
+    /// all tokens but a single query (for layers whose other outputs are discarded).
+    pub fn forward_first(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let (w, bias) = (self.in_proj.weight(), self.in_proj.bias());
+        let bias = bias.ok_or_else(|| Error::config("in_proj without bias"))?;
+        let x0 = x.narrow(1, 0, 1)?;
+        let q = Linear::new(w.narrow(0, 0, c)?, Some(bias.narrow(0, 0, c)?)).forward(&x0)?;
+        let kv = Linear::new(w.narrow(0, c, 2 * c)?, Some(bias.narrow(0, c, 2 * c)?)).forward(x)?;
+        let dh = c / self.heads;
+        let q = q
+            .reshape((b, 1, self.heads, dh))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * self.heads, 1, dh))?;
+        let kv = kv.reshape((b, t, 2, self.heads, dh))?;
+        let part = |i: usize| -> Result<Tensor> {
+            Ok(kv
+                .narrow(2, i, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * self.heads, t, dh))?)
+        };
+        let (k, v) = (part(0)?, part(1)?);
+        let o = attention(&q, &k, &v, None)?;
+        Ok(self.out_proj.forward(&merge_heads(&o, self.heads)?)?)
+    }
+}
+
+/// `F.normalize(x, dim=-1)`: x / max(‖x‖₂, 1e-12), computed in float32.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let x = x.to_dtype(DType::F32)?;
+    let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
+    Ok(x.broadcast_div(&n)?)
+}
+
+/// Deterministic random weights for tests and benchmarks: every tensor a model asks for is
+/// drawn on demand from a generator seeded by `seed` and the tensor's name (matrices
+/// N(0, 1)/√fan_in, vectors named `*weight` 1 + 0.1·N, other vectors 0.1·N), so the same
+/// seed builds the same model. With recording on, the drawn tensors are kept and
+/// [`recorded`](Self::recorded) returns them as a state dict (to write test checkpoints).
+#[derive(Debug)]
+pub struct RandomWeights {
+    seed: u64,
+    record: Option<std::sync::Mutex<Vec<(String, Tensor)>>>,
+}
+
+impl RandomWeights {
+    pub fn new(seed: u64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self { seed, record: None })
+    }
+
+    pub fn recording(seed: u64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            seed,
+            record: Some(Default::default()),
+        })
+    }
+
+    /// A `VarBuilder` that draws every requested tensor.
+    pub fn var_builder(
+        self: &std::sync::Arc<Self>,
+        dtype: DType,
+        dev: &candle_core::Device,
+    ) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(RandomBackend(self.clone())), dtype, dev.clone())
+    }
+
+    /// The tensors drawn so far (float32, CPU), in request order.
+    pub fn recorded(&self) -> Vec<(String, Tensor)> {
+        self.record
+            .as_ref()
+            .map(|r| r.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    fn draw(&self, name: &str, dims: &[usize]) -> candle_core::Result<Tensor> {
+        // FNV-1a of the name, mixed with the seed
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let mut rng = crate::rng::Rng::new(h ^ self.seed.rotate_left(17));
+        let t = rng.randn(dims, &candle_core::Device::Cpu)?;
+        let t = if dims.len() >= 2 {
+            let fan_in: usize = dims[1..].iter().product();
+            (t / (fan_in.max(1) as f64).sqrt())?
+        } else if name.ends_with("weight") {
+            ((t * 0.1)? + 1.0)?
+        } else {
+            (t * 0.1)?
+        };
+        if let Some(r) = &self.record {
+            r.lock().unwrap().push((name.to_string(), t.clone()));
+        }
+        Ok(t)
+    }
+}
+
+struct RandomBackend(std::sync::Arc<RandomWeights>);
+
+impl candle_nn::var_builder::SimpleBackend for RandomBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0.draw(name, s.dims())?.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights: `{name}` requested without a shape")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn two_pass_layer_norm_matches_formula_with_offset() -> Result<()> {
+        let dev = Device::Cpu;
+        // large common offset: E[x²] − E[x]² would lose all digits in f32
+        let base = Tensor::arange(0f32, 1024f32, &dev)?.reshape((2, 512))?;
+        let x = (base.sin()? + 300.0)?;
+        let w = ((Tensor::arange(0f32, 512f32, &dev)? * 0.001)? + 1.0)?;
+        let b = (Tensor::arange(0f32, 512f32, &dev)? * -0.002)?;
+        let got = layer_norm(&x, &w, &b, 1e-5)?;
+        let x64 = x.to_dtype(DType::F64)?;
+        let mean = x64.mean_keepdim(D::Minus1)?;
+        let d = x64.broadcast_sub(&mean)?;
+        let var = d.sqr()?.mean_keepdim(D::Minus1)?;
+        let want = d
+            .broadcast_div(&(var + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&w.to_dtype(DType::F64)?)?
+            .broadcast_add(&b.to_dtype(DType::F64)?)?;
+        let err = (got.to_dtype(DType::F64)? - want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(err < 1e-3, "max error {err}");
+        Ok(())
+    }
+
+    #[test]
+    fn chunked_attention_equals_unchunked() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = 3;
+        let (tq, tk, d) = (2500, 2500, 4);
+        let q = Tensor::randn(0f32, 1.0, (g, tq, d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (g, tk, d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (g, tk, d), &dev)?;
+        // 3 × 2500 × 2500 > MAX_SCORES: runs in chunks
+        let a = attention(&q, &k, &v, None)?;
+        let b = Tensor::cat(
+            &(0..g)
+                .map(|i| {
+                    let s = q.narrow(0, i, 1)?.matmul(&k.narrow(0, i, 1)?.t()?)?;
+                    candle_nn::ops::softmax_last_dim(&s)?.matmul(&v.narrow(0, i, 1)?)
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            0,
+        )?;
+        let err = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-6, "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn fused_activations_match_reference_formulas() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::arange(-40000f32, 40000f32, &dev)? / 5000.0)?;
+        let x64 = x.to_dtype(DType::F64)?;
+        let quick = Activation::QuickGelu.forward(&x)?;
+        let want = (&x64 * candle_nn::ops::sigmoid(&(&x64 * 1.702)?)?)?;
+        let e = (quick.to_dtype(DType::F64)? - want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(e < 1e-6, "quick gelu {e}");
+        let gelu = Activation::GeluErf.forward(&x)?;
+        let want = x64.gelu_erf()?;
+        let e = (gelu.to_dtype(DType::F64)? - want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(e < 1e-6, "gelu {e}");
+        Ok(())
+    }
+
+    #[test]
+    fn trace_records_only_when_on() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut off = Trace::off();
+        off.record("a", || panic!("must not be evaluated"))?;
+        assert!(off.names().is_empty());
+        let mut on = Trace::on();
+        on.record("a", || Ok(Tensor::zeros((1, 2), DType::F32, &dev)?))?;
+        on.record("a", || Ok(Tensor::ones((2, 2), DType::F32, &dev)?))?;
+        assert_eq!(on.get("a").unwrap().dims(), &[3, 2]);
+        Ok(())
+    }
+}
