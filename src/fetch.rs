@@ -335,20 +335,31 @@ fn fetch_files_inner(
         files: vec![],
     };
     for f in files {
-        let url = opts.endpoints.url(&f.source);
-        let target = existing_official(md, f).unwrap_or_else(|| dir.join(&f.rel_path));
+        let mut file = f.clone();
+        let mut url = opts.endpoints.url(&f.source);
+        let mut target = existing_official(md, f).unwrap_or_else(|| dir.join(&f.rel_path));
         let outcome = if let Some(h) = dead_hosts.iter().find(|h| **h == host_of(&url)) {
             Outcome::NotTried {
                 reason: format!("not tried: {h} is unreachable (see above)"),
             }
         } else {
-            match fetch_one(dir, f, &target, &url, opts, &http, &mut store) {
+            let mut r = fetch_one(dir, f, &target, &url, opts, &http, &mut store);
+            if let (Err(FetchFail::NotFound(e)), Some(fb)) = (&r, &f.fallback) {
+                let fb_url = opts.endpoints.url(&fb.source);
+                let fb_target = existing_official(md, fb).unwrap_or_else(|| dir.join(&fb.rel_path));
+                opts.say(&format!("{e}; trying {fb_url}"));
+                r = fetch_one(dir, fb, &fb_target, &fb_url, opts, &http, &mut store);
+                if r.is_ok() {
+                    (file, target, url) = ((**fb).clone(), fb_target, fb_url);
+                }
+            }
+            match r {
                 Ok(o) => o,
                 Err(FetchFail::Unreachable { host, error }) => {
                     dead_hosts.push(host);
                     Outcome::Failed { error }
                 }
-                Err(FetchFail::Other(e)) => Outcome::Failed { error: e },
+                Err(FetchFail::NotFound(e) | FetchFail::Other(e)) => Outcome::Failed { error: e },
             }
         };
         match &outcome {
@@ -368,7 +379,7 @@ fn fetch_files_inner(
             opts.say(&format!("warning: cannot write checksum record: {e}"));
         }
         out.files.push(FileResult {
-            file: f.clone(),
+            file,
             target,
             url,
             outcome,
@@ -395,6 +406,8 @@ enum FetchFail {
         host: String,
         error: String,
     },
+    /// HTTP 404.
+    NotFound(String),
     Other(String),
 }
 
@@ -1043,10 +1056,12 @@ impl Http {
                         404 => " (not found: the file may have been moved or renamed)",
                         _ => "",
                     };
-                    return Err(FetchFail::Other(format!(
-                        "{current}: HTTP {code} {}{hint}",
-                        r.status_text()
-                    )));
+                    let msg = format!("{current}: HTTP {code} {}{hint}", r.status_text());
+                    return Err(if code == 404 {
+                        FetchFail::NotFound(msg)
+                    } else {
+                        FetchFail::Other(msg)
+                    });
                 }
                 Err(ureq::Error::Transport(t)) => {
                     let mut why = t.kind().to_string();
@@ -1129,10 +1144,23 @@ pub fn plan_listing(dir: &Path, variant: Variant, endpoints: &Endpoints) -> Stri
     let mut s = String::new();
     for f in official_files(variant) {
         s += &format!(
-            "  {}\n    -> {}\n",
+            "{}\n  -> {}  ({}, ~{}{})\n",
             endpoints.url(&f.source),
-            dir.join(&f.rel_path).display()
+            dir.join(&f.rel_path).display(),
+            f.component.describe(),
+            human_bytes(f.approx_size),
+            f.md5
+                .as_deref()
+                .map_or(String::new(), |m| format!(", MD5 {m}"))
         );
+        if let Some(fb) = &f.fallback {
+            s += &format!(
+                "  or, if the repository has no {}: {}\n  -> {}\n",
+                f.file_name(),
+                endpoints.url(&fb.source),
+                dir.join(&fb.rel_path).display()
+            );
+        }
     }
     s
 }

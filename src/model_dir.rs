@@ -200,6 +200,10 @@ pub struct OfficialFile {
     pub md5: Option<String>,
     /// Approximate size in bytes (for messages; the server's size is authoritative).
     pub approx_size: u64,
+    /// Another file to fetch instead if the source does not have this one (HTTP 404), as
+    /// open_clip falls back from `open_clip_model.safetensors` to
+    /// `open_clip_pytorch_model.bin`.
+    pub fallback: Option<Box<OfficialFile>>,
 }
 
 impl OfficialFile {
@@ -284,6 +288,7 @@ pub fn official_files(variant: Variant) -> Vec<OfficialFile> {
             rel_path,
             source,
             approx_size,
+            fallback: None,
         }
     };
     let net_size = match variant {
@@ -343,13 +348,23 @@ pub fn official_files(variant: Variant) -> Vec<OfficialFile> {
         rel(crate::config::SYNCHFORMER_FILE),
         907 * MB,
     ));
-    out.push(entry(
+    let mut clip = entry(
         Component::Clip,
         FileRole::Weights,
         official_path(variant, Component::Clip),
         hf(HF_CLIP_REPO, "open_clip_model.safetensors"),
         3_950 * MB,
-    ));
+    );
+    clip.fallback = Some(Box::new(entry(
+        Component::Clip,
+        FileRole::Weights,
+        Path::new("ext_weights")
+            .join(CLIP_DIR)
+            .join("open_clip_pytorch_model.bin"),
+        hf(HF_CLIP_REPO, "open_clip_pytorch_model.bin"),
+        3_950 * MB,
+    )));
+    out.push(clip);
     out.push(entry(
         Component::Clip,
         FileRole::Config,

@@ -296,6 +296,7 @@ fn file(component: Component, rel: &str, source: Source, md5: Option<String>) ->
         source,
         md5,
         approx_size: 0,
+        fallback: None,
     }
 }
 
@@ -559,6 +560,11 @@ fn official_catalogue_through_a_mirror_checks_official_md5_and_skips_conversions
     std::fs::write(d.join("mmaudio_small_16k_fp16.safetensors"), b"x").unwrap();
     let mut expect_fail = vec![];
     for f in official_files(Variant::Small16k) {
+        // the mirror has only the torch .bin of CLIP, as some open_clip repositories
+        let f = match f.fallback {
+            Some(fb) => *fb,
+            None => f,
+        };
         let body = bytes(10_000 + f.rel_path.to_string_lossy().len(), 7);
         match &f.source {
             Source::HuggingFace { repo, file } => {
@@ -584,8 +590,13 @@ fn official_catalogue_through_a_mirror_checks_official_md5_and_skips_conversions
         assert!(e.contains(&format!("{}/rel/{f}", srv.base)), "{f}: {e}");
     }
     assert!(
-        d.join("ext_weights/DFN5B-CLIP-ViT-H-14-384/open_clip_model.safetensors")
-            .is_file()
+        d.join("ext_weights/DFN5B-CLIP-ViT-H-14-384/open_clip_pytorch_model.bin")
+            .is_file(),
+        "open_clip_model.safetensors is not on the mirror: the .bin is fetched instead"
+    );
+    assert!(
+        !d.join("ext_weights/DFN5B-CLIP-ViT-H-14-384/open_clip_model.safetensors")
+            .exists()
     );
     assert!(
         d.join("ext_weights/DFN5B-CLIP-ViT-H-14-384/open_clip_config.json")
@@ -1018,5 +1029,60 @@ fn hub_verified_vocoder_is_rechecked_offline_and_truncation_is_named() {
         .map(|f| f.level())
         .collect();
     assert_eq!(levels, vec![Level::Error, Level::Ok], "weights then config");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn full_check_loads_a_manifest_network() {
+    // a tiny network described by the manifest: the header check and the full load both pass;
+    // a file of another configuration is named as such by both
+    let d = tmpdir("check-full");
+    let cfg = NetConfig {
+        hidden_dim: 64,
+        num_heads: 1,
+        depth: 2,
+        fused_depth: 1,
+        ..NetConfig::small_16k()
+    };
+    let w = mmaudio::net::random_weights(&cfg, 3).unwrap();
+    candle_core::safetensors::save(&w, d.join("tiny.safetensors")).unwrap();
+    let m = Manifest {
+        variant: Some(Variant::Small16k),
+        net: Some(mmaudio::model_dir::ComponentEntry {
+            file: "tiny.safetensors".into(),
+            config: Some(serde_json::to_value(&cfg).unwrap()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(d.join(MANIFEST), serde_json::to_string(&m).unwrap()).unwrap();
+    let full = CheckOptions {
+        full: true,
+        log: None,
+    };
+    let r = check_weights(&d, None, &full).unwrap();
+    let net = findings(&r, Component::Net);
+    assert!(
+        net.contains("Ok content the configured network (hidden 64, depth 2, fused 1"),
+        "{net}"
+    );
+    assert!(net.contains("Ok load every tensor loads"), "{net}");
+
+    let other = NetConfig {
+        depth: 3,
+        ..cfg.clone()
+    };
+    let w = mmaudio::net::random_weights(&other, 3).unwrap();
+    candle_core::safetensors::save(&w, d.join("tiny.safetensors")).unwrap();
+    let r = check_weights(&d, None, &full).unwrap();
+    let net = findings(&r, Component::Net);
+    assert!(
+        net.contains("Error content") && net.contains("depth 3"),
+        "{net}"
+    );
+    assert!(
+        !net.contains("load"),
+        "no full load after a failed header check: {net}"
+    );
     std::fs::remove_dir_all(&d).ok();
 }
