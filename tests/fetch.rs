@@ -1046,16 +1046,12 @@ fn full_check_loads_a_manifest_network() {
     };
     let w = mmaudio::net::random_weights(&cfg, 3).unwrap();
     candle_core::safetensors::save(&w, d.join("tiny.safetensors")).unwrap();
-    let m = Manifest {
-        variant: Some(Variant::Small16k),
-        net: Some(mmaudio::model_dir::ComponentEntry {
-            file: "tiny.safetensors".into(),
-            config: Some(serde_json::to_value(&cfg).unwrap()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    std::fs::write(d.join(MANIFEST), serde_json::to_string(&m).unwrap()).unwrap();
+    // written as a user would: official variant name
+    let m = serde_json::json!({
+        "variant": "small_16k",
+        "net": { "file": "tiny.safetensors", "config": cfg },
+    });
+    std::fs::write(d.join(MANIFEST), m.to_string()).unwrap();
     let full = CheckOptions {
         full: true,
         log: None,
