@@ -323,12 +323,17 @@ fn fetch_files_inner(
     md: &ModelDir,
 ) -> Result<FetchReport> {
     let _lock = FolderLock::take(dir)?;
-    let mut store = ChecksumStore::load(dir);
+    let store = ChecksumStore::load(dir);
     if let Some(w) = &store.load_warning {
         opts.say(&format!("warning: {w}"));
     }
-    let http = Http::new(opts);
-    let mut dead_hosts: Vec<String> = vec![];
+    let mut cx = Ctx {
+        root: dir,
+        opts,
+        http: Http::new(opts),
+        store,
+        dead_hosts: vec![],
+    };
     let mut out = FetchReport {
         dir: dir.to_owned(),
         variant: None,
@@ -338,29 +343,24 @@ fn fetch_files_inner(
         let mut file = f.clone();
         let mut url = opts.endpoints.url(&f.source);
         let mut target = existing_official(md, f).unwrap_or_else(|| dir.join(&f.rel_path));
-        let outcome = if let Some(h) = dead_hosts.iter().find(|h| **h == host_of(&url)) {
-            Outcome::NotTried {
-                reason: format!("not tried: {h} is unreachable (see above)"),
+        let mut r = cx.fetch_one(f, &target, &url);
+        if let (Err(FetchFail::NotFound(e)), Some(fb)) = (&r, &f.fallback) {
+            let fb_url = opts.endpoints.url(&fb.source);
+            let fb_target = existing_official(md, fb).unwrap_or_else(|| dir.join(&fb.rel_path));
+            opts.say(&format!("{e}; trying {fb_url}"));
+            r = cx.fetch_one(fb, &fb_target, &fb_url);
+            if r.is_ok() {
+                (file, target, url) = ((**fb).clone(), fb_target, fb_url);
             }
-        } else {
-            let mut r = fetch_one(dir, f, &target, &url, opts, &http, &mut store);
-            if let (Err(FetchFail::NotFound(e)), Some(fb)) = (&r, &f.fallback) {
-                let fb_url = opts.endpoints.url(&fb.source);
-                let fb_target = existing_official(md, fb).unwrap_or_else(|| dir.join(&fb.rel_path));
-                opts.say(&format!("{e}; trying {fb_url}"));
-                r = fetch_one(dir, fb, &fb_target, &fb_url, opts, &http, &mut store);
-                if r.is_ok() {
-                    (file, target, url) = ((**fb).clone(), fb_target, fb_url);
-                }
+        }
+        let outcome = match r {
+            Ok(o) => o,
+            Err(FetchFail::Unreachable { host, error }) => {
+                cx.dead_hosts.push(host);
+                Outcome::Failed { error }
             }
-            match r {
-                Ok(o) => o,
-                Err(FetchFail::Unreachable { host, error }) => {
-                    dead_hosts.push(host);
-                    Outcome::Failed { error }
-                }
-                Err(FetchFail::NotFound(e) | FetchFail::Other(e)) => Outcome::Failed { error: e },
-            }
+            Err(FetchFail::NotTried(reason)) => Outcome::NotTried { reason },
+            Err(FetchFail::NotFound(e) | FetchFail::Other(e)) => Outcome::Failed { error: e },
         };
         match &outcome {
             Outcome::Present { how } => opts.say(&format!("ok      {} ({how})", target.display())),
@@ -375,7 +375,7 @@ fn fetch_files_inner(
             Outcome::Provided { .. } => {}
         }
         // keep what was learned even if a later file fails or the run is interrupted
-        if let Err(e) = store.save(dir) {
+        if let Err(e) = cx.store.save(dir) {
             opts.say(&format!("warning: cannot write checksum record: {e}"));
         }
         out.files.push(FileResult {
@@ -408,6 +408,8 @@ enum FetchFail {
     },
     /// HTTP 404.
     NotFound(String),
+    /// Not attempted: the host was unreachable for an earlier file.
+    NotTried(String),
     Other(String),
 }
 
@@ -430,75 +432,99 @@ fn describe_md5(md5: &str) -> String {
     format!("official MD5 {md5}")
 }
 
-fn fetch_one(
-    root: &Path,
-    f: &OfficialFile,
-    target: &Path,
-    url: &str,
-    opts: &FetchOptions,
-    http: &Http,
-    store: &mut ChecksumStore,
-) -> std::result::Result<Outcome, FetchFail> {
-    // 1. an existing file that verifies is kept without any request when possible
-    if target.is_file() {
-        match verify_existing(root, f, target, url, opts, http, store)? {
-            Existing::Good(how) => return Ok(Outcome::Present { how }),
-            Existing::Bad(why) => {
-                let aside = with_suffix(target, ".mismatch");
-                std::fs::rename(target, &aside).map_err(|e| FetchFail::Other(e.to_string()))?;
-                store.forget(root, target);
-                opts.say(&format!(
-                    "{} {why}; moved it to {} and downloading it again",
-                    target.display(),
-                    aside.display()
-                ));
+enum Existing {
+    Good(String),
+    Bad(String),
+}
+
+/// State of one fetch run.
+struct Ctx<'a> {
+    root: &'a Path,
+    opts: &'a FetchOptions,
+    http: Http,
+    store: ChecksumStore,
+    /// Hosts that could not be reached: later files from them are not tried.
+    dead_hosts: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn dead(&self, url: &str) -> Option<String> {
+        let h = host_of(url);
+        self.dead_hosts.contains(&h).then_some(h)
+    }
+
+    fn fetch_one(
+        &mut self,
+        f: &OfficialFile,
+        target: &Path,
+        url: &str,
+    ) -> std::result::Result<Outcome, FetchFail> {
+        let (root, opts) = (self.root, self.opts);
+        // 1. an existing file that verifies is kept without any request when possible
+        if target.is_file() {
+            match self.verify_existing(f, target, url)? {
+                Existing::Good(how) => return Ok(Outcome::Present { how }),
+                Existing::Bad(why) => {
+                    let aside = with_suffix(target, ".mismatch");
+                    std::fs::rename(target, &aside).map_err(|e| FetchFail::Other(e.to_string()))?;
+                    self.store.forget(root, target);
+                    opts.say(&format!(
+                        "{} {why}; moved it to {} and downloading it again",
+                        target.display(),
+                        aside.display()
+                    ));
+                }
             }
         }
-    }
-    // 2. download (resuming a .part), verify, rename
-    let part = with_suffix(target, ".part");
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| FetchFail::Other(e.to_string()))?;
-    }
-    let mut attempt = 0;
-    loop {
-        let (sums, remote, resumed_from) = download_to_part(url, &part, f, opts, http)?;
-        match verify_download(f, &part, &sums, &remote) {
-            Ok(how) => {
-                std::fs::rename(&part, target).map_err(|e| FetchFail::Other(e.to_string()))?;
-                store.forget(root, target);
-                store
-                    .remember(root, target, &sums)
-                    .map_err(|e| FetchFail::Other(e.to_string()))?;
-                store.set_verified(
-                    root,
-                    target,
-                    Verified {
-                        size: sums.size,
-                        sha256: sums.sha256.clone(),
-                        against: how.clone(),
-                        url: Some(url.to_string()),
-                        at_unix: now_unix(),
-                    },
-                );
-                return Ok(Outcome::Downloaded {
-                    bytes: sums.size - resumed_from.min(sums.size),
-                    resumed_from,
-                    how,
-                });
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&part);
-                if resumed_from > 0 && attempt == 0 {
-                    // the kept part may belong to an older version of the file
-                    opts.say(&format!(
+        if let Some(h) = self.dead(url) {
+            return Err(FetchFail::NotTried(format!(
+                "not tried: {h} is unreachable (see above)"
+            )));
+        }
+        // 2. download (resuming a .part), verify, rename
+        let part = with_suffix(target, ".part");
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| FetchFail::Other(e.to_string()))?;
+        }
+        let mut attempt = 0;
+        loop {
+            let (sums, remote, resumed_from) = download_to_part(url, &part, f, opts, &self.http)?;
+            match verify_download(f, &part, &sums, &remote) {
+                Ok(how) => {
+                    std::fs::rename(&part, target).map_err(|e| FetchFail::Other(e.to_string()))?;
+                    self.store.forget(root, target);
+                    self.store
+                        .remember(root, target, &sums)
+                        .map_err(|e| FetchFail::Other(e.to_string()))?;
+                    self.store.set_verified(
+                        root,
+                        target,
+                        Verified {
+                            size: sums.size,
+                            sha256: sums.sha256.clone(),
+                            against: how.clone(),
+                            url: Some(url.to_string()),
+                            at_unix: now_unix(),
+                        },
+                    );
+                    return Ok(Outcome::Downloaded {
+                        bytes: sums.size - resumed_from.min(sums.size),
+                        resumed_from,
+                        how,
+                    });
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    if resumed_from > 0 && attempt == 0 {
+                        // the kept part may belong to an older version of the file
+                        opts.say(&format!(
                         "{}: the resumed download does not verify ({e}); downloading it again from the start",
                         target.display()
                     ));
-                    attempt += 1;
-                    continue;
-                }
-                let msg = match e {
+                        attempt += 1;
+                        continue;
+                    }
+                    let msg = match e {
                     Error::Checksum {
                         algo,
                         expected,
@@ -518,76 +544,92 @@ fn fetch_one(
                     .to_string(),
                     other => other.to_string(),
                 };
-                return Err(FetchFail::Other(msg));
+                    return Err(FetchFail::Other(msg));
+                }
             }
         }
     }
-}
 
-enum Existing {
-    Good(String),
-    Bad(String),
-}
-
-fn verify_existing(
-    root: &Path,
-    f: &OfficialFile,
-    target: &Path,
-    url: &str,
-    opts: &FetchOptions,
-    http: &Http,
-    store: &mut ChecksumStore,
-) -> std::result::Result<Existing, FetchFail> {
-    let sums = sums_with_progress(root, target, opts, store)?;
-    if let Some(md5) = &f.md5 {
-        return Ok(if sums.md5.eq_ignore_ascii_case(md5) {
-            Existing::Good(describe_md5(md5))
-        } else {
-            Existing::Bad(format!(
-                "does not match the {} (its MD5 is {}{})",
-                describe_md5(md5),
-                sums.md5,
-                other_official(&sums.md5)
-            ))
-        });
-    }
-    let key = crate::weights::checksums::rel_key(root, target);
-    if let Some(v) = store.get(&key).and_then(|r| r.verified.clone()) {
-        if v.sha256 == sums.sha256 && v.size == sums.size {
-            return Ok(Existing::Good(format!("{} (recorded)", v.against)));
+    fn verify_existing(
+        &mut self,
+        f: &OfficialFile,
+        target: &Path,
+        url: &str,
+    ) -> std::result::Result<Existing, FetchFail> {
+        let (root, opts) = (self.root, self.opts);
+        let sums = sums_with_progress(root, target, opts, &mut self.store)?;
+        if let Some(md5) = &f.md5 {
+            return Ok(if sums.md5.eq_ignore_ascii_case(md5) {
+                Existing::Good(describe_md5(md5))
+            } else {
+                Existing::Bad(format!(
+                    "does not match the {} (its MD5 is {}{})",
+                    describe_md5(md5),
+                    sums.md5,
+                    other_official(&sums.md5)
+                ))
+            });
         }
-    }
-    if let Some(note) = known_hub_sha256(&f.file_name(), &sums.sha256) {
-        return Ok(Existing::Good(format!("known Hub SHA-256: {note}")));
-    }
-    // ask the Hub what the file should be
-    let remote = http.metadata(url)?;
-    let (good, how) = match (&remote.sha256, &remote.git_sha1) {
-        (Some(sha), _) => (*sha == sums.sha256, format!("Hub SHA-256 {sha}")),
-        (None, Some(g)) => {
-            let actual = git_blob_sha1(target)?;
-            (*g == actual, format!("Hub Git blob SHA-1 {g}"))
+        let key = crate::weights::checksums::rel_key(root, target);
+        if let Some(v) = self.store.get(&key).and_then(|r| r.verified.clone()) {
+            if v.sha256 == sums.sha256 && v.size == sums.size {
+                return Ok(Existing::Good(format!("{} (recorded)", v.against)));
+            }
         }
-        (None, None) => match remote.size {
-            Some(s) => (s == sums.size, format!("size {s} (no checksum published)")),
-            None => (false, "nothing (the server publishes no checksum)".into()),
-        },
-    };
-    if good {
-        store.set_verified(
-            root,
-            target,
-            Verified {
-                size: sums.size,
-                sha256: sums.sha256.clone(),
-                against: how.clone(),
-                url: Some(url.to_string()),
-                at_unix: now_unix(),
+        if let Some(note) = known_hub_sha256(&f.file_name(), &sums.sha256) {
+            return Ok(Existing::Good(format!("known Hub SHA-256: {note}")));
+        }
+        // ask the Hub what the file should be; a file that is there is kept (unverified) when the
+        // Hub cannot be asked, rather than failing an offline run
+        if let Some(h) = self.dead(url) {
+            return Ok(Existing::Good(format!(
+                "present but NOT verified: no published checksum here and {h} is \
+                 unreachable; run again with network access to verify it"
+            )));
+        }
+        let remote = match self.http.metadata(url) {
+            Ok(r) => r,
+            Err(fail) => {
+                let e = match fail {
+                    FetchFail::Unreachable { host, error } => {
+                        self.dead_hosts.push(host);
+                        error
+                    }
+                    FetchFail::Other(e) | FetchFail::NotFound(e) | FetchFail::NotTried(e) => e,
+                };
+                return Ok(Existing::Good(format!(
+                    "present but NOT verified: no published checksum here and the Hub could not \
+                     be asked ({e}); run again with network access to verify it"
+                )));
+            }
+        };
+        let (good, how) = match (&remote.sha256, &remote.git_sha1) {
+            (Some(sha), _) => (*sha == sums.sha256, format!("Hub SHA-256 {sha}")),
+            (None, Some(g)) => {
+                let actual = git_blob_sha1(target)?;
+                (*g == actual, format!("Hub Git blob SHA-1 {g}"))
+            }
+            (None, None) => match remote.size {
+                Some(s) => (s == sums.size, format!("size {s} (no checksum published)")),
+                None => (false, "nothing (the server publishes no checksum)".into()),
             },
-        );
-        Ok(Existing::Good(how))
-    } else {
-        Ok(Existing::Bad(format!("does not match the {how}")))
+        };
+        if good {
+            self.store.set_verified(
+                root,
+                target,
+                Verified {
+                    size: sums.size,
+                    sha256: sums.sha256.clone(),
+                    against: how.clone(),
+                    url: Some(url.to_string()),
+                    at_unix: now_unix(),
+                },
+            );
+            Ok(Existing::Good(how))
+        } else {
+            Ok(Existing::Bad(format!("does not match the {how}")))
+        }
     }
 }
 

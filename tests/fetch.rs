@@ -424,7 +424,24 @@ fn fresh_download_is_verified_recorded_and_idempotent_then_resumes_a_part() {
         log.lock().unwrap()
     );
 
-    // 3. resume: half of the file is already in a .part
+    // 3. a Hub file placed by hand (no record) is verified with one metadata request and
+    // no content transfer
+    std::fs::remove_file(d.join(CHECKSUMS_FILE)).unwrap();
+    let before = srv.requests().len();
+    let r = fetch_files(&d, &files[1..2], &o).unwrap();
+    match &r.files[0].outcome {
+        Outcome::Present { how } => assert!(how.contains("Hub SHA-256"), "{how}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        srv.requests()[before..],
+        [(
+            "/org/big/resolve/main/big.pt".to_string(),
+            Some("bytes=0-0".to_string())
+        )]
+    );
+
+    // 4. resume: half of the file is already in a .part
     std::fs::remove_file(d.join("ext_weights/b/big.pt")).unwrap();
     std::fs::write(d.join("ext_weights/b/big.pt.part"), &big[..250_000]).unwrap();
     let before = srv.requests().len();
@@ -445,7 +462,7 @@ fn fresh_download_is_verified_recorded_and_idempotent_then_resumes_a_part() {
     );
     assert_eq!(std::fs::read(d.join("ext_weights/b/big.pt")).unwrap(), big);
 
-    // 4. a file changed by hand is detected and fetched again (md5 reference)
+    // 5. a file changed by hand is detected and fetched again (md5 reference)
     std::fs::write(d.join("ext_weights/vae.pth"), b"something else").unwrap();
     let r = fetch_files(&d, &files[..1], &o).unwrap();
     assert!(matches!(r.files[0].outcome, Outcome::Downloaded { .. }));
@@ -624,11 +641,30 @@ fn unreachable_server_names_every_url_and_target_path() {
         hf: base.clone(),
         release: format!("{base}/rel"),
     });
+    // a CLIP file placed by hand: kept (it cannot be verified without the Hub) and not listed
+    let clip = d.join("m/ext_weights/DFN5B-CLIP-ViT-H-14-384/open_clip_model.safetensors");
+    std::fs::create_dir_all(clip.parent().unwrap()).unwrap();
+    std::fs::write(&clip, b"placed by hand").unwrap();
+    let (o, log) = opts(o.endpoints.clone());
     let e = fetch_variant(&d.join("m"), Variant::Small44k, &o)
         .unwrap_err()
         .to_string();
     assert!(e.contains("cannot be reached"), "{e}");
+    assert!(e.contains("could not fetch 6 of 7 file(s)"), "{e}");
+    assert!(!e.contains(&format!("-> {}", clip.display())), "{e}");
+    assert_eq!(std::fs::read(&clip).unwrap(), b"placed by hand");
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("present but NOT verified")),
+        "{:?}",
+        log.lock().unwrap()
+    );
     for f in official_files(Variant::Small44k) {
+        if f.rel_path.ends_with("open_clip_model.safetensors") {
+            continue;
+        }
         let url = o.endpoints.url(&f.source);
         assert!(e.contains(&url), "{url} missing in: {e}");
         let p = d.join("m").join(&f.rel_path);
