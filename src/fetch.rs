@@ -571,10 +571,11 @@ impl Ctx<'_> {
             });
         }
         let key = crate::weights::checksums::rel_key(root, target);
-        if let Some(v) = self.store.get(&key).and_then(|r| r.verified.clone()) {
-            if v.sha256 == sums.sha256 && v.size == sums.size {
-                return Ok(Existing::Good(format!("{} (recorded)", v.against)));
-            }
+        if let Some(v) = self.store.get(&key).and_then(|r| r.verified.clone())
+            && v.sha256 == sums.sha256
+            && v.size == sums.size
+        {
+            return Ok(Existing::Good(format!("{} (recorded)", v.against)));
         }
         if let Some(note) = known_hub_sha256(&f.file_name(), &sums.sha256) {
             return Ok(Existing::Good(format!("known Hub SHA-256: {note}")));

@@ -729,7 +729,7 @@ fn sparse_safetensors(path: &Path, tensors: &[(String, Vec<usize>)], dtype: &str
         off += n;
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(hdr)).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut f = std::fs::File::create(path).unwrap();
@@ -803,6 +803,7 @@ fn clip_tensors() -> Vec<(String, Vec<usize>)> {
     v
 }
 
+#[allow(clippy::result_large_err)]
 fn net_tensors(cfg: &NetConfig) -> Vec<(String, Vec<usize>)> {
     expected_shapes(|vb| mmaudio::net::MmAudioNet::new(vb, cfg).map(|_| ())).unwrap()
 }

@@ -514,7 +514,10 @@ pub fn check_component_file(md: &ModelDir, variant: Variant, r: &ResolvedFile) -
 /// A var-builder backend that records every requested name and shape and returns zero-stride
 /// views of one zero, so a model constructor yields its list of parameters without reading or
 /// allocating weights (only the copies the constructor itself makes cost memory).
-struct ShapeRecorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct ShapeRecorder(Arc<Mutex<ShapeList>>);
+
+/// Parameter names with their shapes.
+pub type ShapeList = Vec<(String, Vec<usize>)>;
 
 impl candle_nn::var_builder::SimpleBackend for ShapeRecorder {
     fn get(
@@ -549,9 +552,7 @@ impl candle_nn::var_builder::SimpleBackend for ShapeRecorder {
 /// Every parameter name and shape `build` requests, without weights. The var builder's dtype is
 /// u8, so copies the constructor makes (transposed or fused weights) cost one byte per
 /// parameter; build a reduced configuration when only the names matter (see [`check_net`]).
-pub fn expected_shapes(
-    build: impl FnOnce(VarBuilder) -> Result<()>,
-) -> Result<Vec<(String, Vec<usize>)>> {
+pub fn expected_shapes(build: impl FnOnce(VarBuilder) -> Result<()>) -> Result<ShapeList> {
     let rec = Arc::new(Mutex::new(vec![]));
     let vb = VarBuilder::from_backend(Box::new(ShapeRecorder(rec.clone())), DType::U8, Device::Cpu);
     build(vb)?;
@@ -741,11 +742,7 @@ fn count_indexed(wf: &WeightFile, prefix: &str) -> usize {
 pub fn check_vae(wf: &WeightFile, mode: Mode) -> Result<String> {
     let (mels, latent) = (mode.n_mels(), mode.latent_dim());
     let o = other_mode(mode);
-    let hint = if mode == Mode::Khz16 {
-        format!(" (this looks like the {o} VAE {})", o.vae_file())
-    } else {
-        format!(" (this looks like the {o} VAE {})", o.vae_file())
-    };
+    let hint = format!(" (this looks like the {o} VAE {})", o.vae_file());
     let looks_other = |dim: usize, other: usize| if dim == other { hint.as_str() } else { "" };
     for k in ["data_mean", "data_std"] {
         let (k, s) = find(wf, &[k], &[1, mels, 1])?;
