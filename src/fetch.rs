@@ -483,9 +483,6 @@ impl Ctx<'_> {
         }
         // 2. download (resuming a .part), verify, rename
         let part = with_suffix(target, ".part");
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| FetchFail::Other(e.to_string()))?;
-        }
         let mut attempt = 0;
         loop {
             let (sums, remote, resumed_from) = download_to_part(url, &part, f, opts, &self.http)?;
@@ -828,6 +825,9 @@ fn download_to_part(
             part.parent().unwrap_or(Path::new(".")).display()
         )));
     }
+    if let Some(parent) = part.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
     let mut hasher = Hasher::new();
     let mut file = if resuming {
         hash_into(part, Some(start), &mut hasher, &mut |_| {})
@@ -943,6 +943,8 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(unix)]
 fn available_space(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
+    // the folder may not exist yet: ask about its nearest existing ancestor
+    let dir = dir.ancestors().find(|d| d.is_dir())?;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.

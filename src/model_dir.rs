@@ -15,7 +15,12 @@
 //!   ext_weights/DFN5B-CLIP-ViT-H-14-384/           CLIP (open_clip)
 //!       open_clip_model.safetensors | open_clip_pytorch_model.bin
 //!   mmaudio.json                                   optional manifest (see [`Manifest`])
+//!   .mmaudio-checksums.json                        verified sums (`crate::weights::checksums`)
 //! ```
+//!
+//! [`official_files`] lists, per variant, every file with its source (Hugging Face or the
+//! official GitHub release) and official MD5; `crate::fetch` downloads them and
+//! `crate::weights::check` verifies a folder.
 //!
 //! Every file may also sit directly in `<model-dir>`, and each official `.pth`/`.pt`/`.bin`
 //! may be replaced by a safetensors conversion with the same stem (optionally suffixed

@@ -1119,3 +1119,41 @@ fn full_check_loads_a_manifest_network() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn not_enough_disk_space_is_said_before_writing() {
+    let srv = Server::start();
+    let d = tmpdir("space");
+    srv.route(
+        "/org/huge/resolve/main/huge.pt",
+        Route {
+            redirect: Some("/cdn/huge".into()),
+            headers: vec![
+                ("X-Linked-Etag".into(), format!("\"{}\"", "0".repeat(64))),
+                ("X-Linked-Size".into(), "900000000000000000".into()),
+            ],
+            ..Default::default()
+        },
+    );
+    srv.route(
+        "/cdn/huge",
+        Route {
+            body: b"tiny".to_vec(),
+            ..Default::default()
+        },
+    );
+    let files = vec![file(
+        Component::Clip,
+        "ext_weights/huge.pt",
+        hf("org/huge", "huge.pt"),
+        None,
+    )];
+    let (o, _) = opts(srv.endpoints());
+    let e = fetch_files(&d, &files, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("not enough disk space for huge.pt: 900000000.00 GB needed"),
+        "{e}"
+    );
+    assert!(!d.join("ext_weights").exists(), "nothing is created: {e}");
+    std::fs::remove_dir_all(&d).ok();
+}
