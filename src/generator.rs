@@ -5,7 +5,9 @@
 //! the real MMAudio generator (composing frame sampling, CLIP,
 //! Synchformer, text features, the sampler and the audio decoder) plugs in unchanged.
 
+use crate::config::Variant;
 use crate::error::{Error, Result};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -56,6 +58,13 @@ pub struct WindowRequest {
     /// Duration of the window in seconds; the generator returns `round(duration · sr)` samples.
     pub duration: f64,
     /// Frames whose (relative) pts lie in `[0, duration)`, in order. Empty = text-to-audio.
+    ///
+    /// The frames are a step function: each frame is shown from its pts until the next
+    /// frame's, the last one until `duration`. The first frame is the one shown at the
+    /// window start (its pts clamped to 0), so sampling "the frame shown at time t" for
+    /// any `t` in `[0, duration)` is always defined. The window engine sends a window
+    /// shorter than the model's minimum with that minimum `duration` and only the real
+    /// frames: the last frame then holds to the end (see `crate::window`).
     pub frames: Vec<VideoFrame>,
     pub params: GenerationParams,
 }
@@ -101,4 +110,65 @@ pub trait AudioGenerator: Send {
     /// Generate exactly `req.num_samples(self.sample_rate())` mono samples in [-1, 1].
     /// Returns `Err(Error::Aborted)` if `cancel` fires during the work.
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>>;
+}
+
+/// What a generator is loaded from: the element's `model-dir`, `variant`, `device` and
+/// `precision` properties (or the CLI's equivalents).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    /// Folder with the weight files (official names, see `Variant::net_file` etc.).
+    pub model_dir: PathBuf,
+    pub variant: Variant,
+    /// `auto`, `cpu` or `cuda:N` (see `crate::device::select_device`).
+    pub device: String,
+    /// `auto`, `f32`, `f16` or `bf16` (see `crate::device::select_dtype`).
+    pub precision: String,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            model_dir: PathBuf::new(),
+            variant: Variant::Large44kV2,
+            device: "auto".into(),
+            precision: "auto".into(),
+        }
+    }
+}
+
+/// Load the MMAudio generator described by `opts`. Errors name the file and the reason.
+pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
+    if opts.model_dir.as_os_str().is_empty() {
+        return Err(Error::config("no model directory given"));
+    }
+    if !opts.model_dir.is_dir() {
+        return Err(Error::MissingFile {
+            path: opts.model_dir.clone(),
+            what: "MMAudio model directory".into(),
+        });
+    }
+    Err(Error::config(format!(
+        "MMAudio generator loading is not wired yet (model directory {})",
+        opts.model_dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_generator_names_a_missing_directory() {
+        let opts = LoadOptions {
+            model_dir: "/nonexistent/mmaudio-models".into(),
+            ..Default::default()
+        };
+        let e = load_generator(&opts).err().unwrap().to_string();
+        assert!(e.contains("/nonexistent/mmaudio-models"), "{e}");
+        let e = load_generator(&LoadOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no model directory"), "{e}");
+    }
 }

@@ -29,6 +29,7 @@ pub mod sampler;
 pub mod vae;
 pub mod vocoder;
 pub mod weights;
+pub mod window;
 
 pub use config::{Mode, NetConfig, SequenceConfig, Variant};
 pub use error::{Error, Result};

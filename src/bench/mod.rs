@@ -7,6 +7,7 @@
 pub mod audio;
 pub mod features;
 pub mod net;
+pub mod preprocess;
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
@@ -159,7 +160,15 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 /// Targets of `mmaudio bench`.
-pub const TARGETS: &[&str] = &["net", "vae", "vocoder", "clip", "text", "sync"];
+pub const TARGETS: &[&str] = &[
+    "net",
+    "vae",
+    "vocoder",
+    "clip",
+    "text",
+    "sync",
+    "preprocess",
+];
 
 /// Run one bench target.
 pub fn run(target: &str, opts: &BenchOpts) -> Result<Vec<BenchReport>> {
@@ -170,6 +179,7 @@ pub fn run(target: &str, opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         "clip" => features::run_clip(opts),
         "text" => features::run_text(opts),
         "sync" => features::run_sync(opts),
+        "preprocess" => preprocess::run(opts),
         other => Err(Error::config(format!(
             "unknown bench target `{other}` (one of: {})",
             TARGETS.join(", ")

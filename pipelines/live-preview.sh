@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Live preview: show a camera (or a live test pattern) and play the generated soundtrack
+# in sync with it.
+#
+# Usage: live-preview.sh [--test | DEVICE]     (DEVICE defaults to /dev/video0)
+#
+# Both branches are delayed by the pipeline latency, which mmaudiogen reports as
+# upstream + window-duration + one frame + processing-latency: with the defaults about
+# 10 s. For a shorter delay use e.g. MMAUDIO_WINDOW_MS=2000 MMAUDIO_OVERLAP_MS=500 and a
+# processing-latency the device can meet (a WARNING says when a window was late).
+# More environment: VIDEO_SINK (autovideosink), AUDIO_SINK (autoaudiosink),
+# NUM_BUFFERS (--test only: stop after that many frames), and pipelines/common.sh.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+case "${1:-/dev/video0}" in
+    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    --test) SRC=(videotestsrc is-live=true pattern=ball "num-buffers=${NUM_BUFFERS:--1}"
+                 ! "video/x-raw,width=320,height=240,framerate=25/1") ;;
+    *) SRC=(v4l2src "device=${1:-/dev/video0}") ;;
+esac
+read -r -a VSINK <<<"${VIDEO_SINK:-autovideosink}"
+read -r -a ASINK <<<"${AUDIO_SINK:-autoaudiosink}"
+mmaudiogen_args
+scale_args
+UNBOUNDED=(queue max-size-time=0 max-size-bytes=0 max-size-buffers=0)
+launch "${SRC[@]}" ! tee name=t \
+    t. ! "${UNBOUNDED[@]}" ! videoconvert ! "${VSINK[@]}" \
+    t. ! "${UNBOUNDED[@]}" ! videoconvert ! "${SCALE[@]}" videoconvert \
+    ! "${GEN[@]}" ! audioconvert ! audioresample ! "${ASINK[@]}"

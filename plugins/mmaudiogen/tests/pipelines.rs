@@ -1,0 +1,365 @@
+//! Real pipelines on encoded files that the tests make (H.264/MP4 and VP8/WebM, with and
+//! without an audio track, so decodebin has one or two pads).
+//!
+//! * In-process: `gst::parse::launch` of
+//!   `filesrc ! decodebin ! videoconvert ! mmaudiogen ! audioconvert ! wavenc ! filesink`
+//!   with a fake generator injected into `mmaudiogen` (the real one is not needed to
+//!   check sample counts and timestamps).
+//! * Out-of-process: `gst-inspect-1.0` and `gst-launch-1.0` against the built
+//!   `libgstmmaudio.so` (GST_PLUGIN_PATH = the target directory, fresh GST_REGISTRY).
+//!   Without a model they check the documentation and the missing-model ERROR. The
+//!   `#[ignore]`d `gst_launch_with_test_model` runs the real generator once the test model
+//!   exists: `mmaudio make-test-model <dir>`, then
+//!   `MMAUDIO_TEST_MODEL_DIR=<dir> [MMAUDIO_TEST_MODEL_VARIANT=small-16k]
+//!    cargo test --release -p gst-plugin-mmaudio --test pipelines -- --ignored`.
+
+// `mmaudio::Error` (returned by the generator closures) is large by design.
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+use mmaudio::window::samples_to_ns;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug)]
+enum Container {
+    Mp4H264,
+    WebmVp8,
+}
+
+/// Encode `frames` frames at `num/den` fps (64x48), optionally with an audio track of the
+/// same duration plus `audio_extra_ms`.
+fn make_media(
+    name: &str,
+    container: Container,
+    audio: Option<u64>,
+    frames: u64,
+    num: u64,
+    den: u64,
+) -> PathBuf {
+    init();
+    let path = scratch_dir("media").join(name);
+    let (venc, mux, aenc) = match container {
+        Container::Mp4H264 => ("x264enc ! h264parse", "mp4mux", "avenc_aac ! aacparse"),
+        Container::WebmVp8 => ("vp8enc deadline=1", "webmmux", "opusenc"),
+    };
+    let mut desc = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! \
+         video/x-raw,width=64,height=48,framerate={num}/{den} ! {venc} ! \
+         {mux} name=mux ! filesink location={}",
+        path.display()
+    );
+    if let Some(audio_extra_ms) = audio {
+        // 48 kHz in 10 ms buffers.
+        let buffers = (frames * den * 100).div_ceil(num) + audio_extra_ms / 10;
+        desc += &format!(
+            " audiotestsrc num-buffers={buffers} samplesperbuffer=480 ! \
+             audio/x-raw,rate=48000,channels=1 ! {aenc} ! mux."
+        );
+    }
+    let pipeline = gst::parse::launch(&desc).unwrap();
+    run_to_eos(&pipeline, 120).unwrap_or_else(|e| panic!("encoding {name}: {e}"));
+    path
+}
+
+fn run_to_eos(pipeline: &gst::Element, secs: u64) -> Result<(), String> {
+    let bus = pipeline.bus().unwrap();
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    let res = loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(secs)) else {
+            break Err(format!("no EOS within {secs} s"));
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Error(e) => {
+                break Err(format!("{} ({:?})", e.error(), e.debug()));
+            }
+            _ => {}
+        }
+    };
+    pipeline.set_state(gst::State::Null).unwrap();
+    res
+}
+
+#[derive(Default, Debug)]
+struct Observed {
+    /// (pts, duration) of every video frame entering mmaudiogen.
+    video: Vec<(gst::ClockTime, Option<gst::ClockTime>)>,
+    /// (pts, duration, offset, samples) of every audio buffer leaving it.
+    audio: Vec<(gst::ClockTime, gst::ClockTime, u64, u64)>,
+}
+
+/// Run `file → decodebin → mmaudiogen (tone generator) → wavenc` and check the WAV and the
+/// timestamps. Returns the sample count.
+fn resoundtrack(file: &Path, rate: u32) -> u64 {
+    let out = file.with_extension(format!("{rate}.wav"));
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! mmaudiogen name=gen ! \
+         audioconvert ! wavenc ! filesink location={}",
+        file.display(),
+        out.display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap();
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let generator = bin.by_name("gen").unwrap();
+    let log = new_log();
+    let log2 = log.clone();
+    generator
+        .downcast_ref::<gstmmaudio::MMAudioGen>()
+        .unwrap()
+        .set_generator_factory(move |_| {
+            Ok(Box::new(Fake::new(
+                rate,
+                Behaviour::Tone(440.0),
+                log2.clone(),
+            )))
+        });
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let o = observed.clone();
+    generator
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(b) = info.buffer() {
+                o.lock()
+                    .unwrap()
+                    .video
+                    .push((b.pts().unwrap(), b.duration()));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let o = observed.clone();
+    generator
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(b) = info.buffer() {
+                o.lock().unwrap().audio.push((
+                    b.pts().unwrap(),
+                    b.duration().unwrap(),
+                    b.offset(),
+                    b.size() as u64 / 4,
+                ));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    run_to_eos(&pipeline, 120).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+
+    let (count, bits, channels, wav_rate) = wav_info(&out);
+    assert_eq!((bits, channels, wav_rate), (32, 1, rate));
+    let obs = observed.lock().unwrap();
+    let first = obs.video[0].0;
+    let (last_pts, last_dur) = *obs.video.last().unwrap();
+    let end = last_pts + last_dur.expect("demuxed frames have durations");
+    let expected = ((end - first).nseconds() as u128 * rate as u128 + 500_000_000) / 1_000_000_000;
+    assert_eq!(count as u128, expected, "{}", file.display());
+    // Timestamps continuous from the first video frame.
+    let mut n = 0u64;
+    for &(pts, dur, offset, samples) in &obs.audio {
+        assert_eq!(offset, n);
+        assert_eq!(
+            pts,
+            first + gst::ClockTime::from_nseconds(samples_to_ns(n, rate))
+        );
+        assert_eq!(
+            pts + dur,
+            first + gst::ClockTime::from_nseconds(samples_to_ns(n + samples, rate))
+        );
+        n += samples;
+    }
+    assert_eq!(n, count);
+    count
+}
+
+#[test]
+fn mp4_h264_10s_25fps_gives_160000_samples_with_and_without_audio() {
+    for audio in [None, Some(0)] {
+        let f = make_media(
+            &format!("h264-10s-{audio:?}.mp4"),
+            Container::Mp4H264,
+            audio,
+            250,
+            25,
+            1,
+        );
+        assert_eq!(resoundtrack(&f, 16000), 160_000, "audio track: {audio:?}");
+    }
+}
+
+#[test]
+fn mp4_h264_4004ms_ntsc_gives_64064_samples_with_and_without_audio() {
+    for audio in [None, Some(0)] {
+        let f = make_media(
+            &format!("h264-4004ms-{audio:?}.mp4"),
+            Container::Mp4H264,
+            audio,
+            120,
+            30000,
+            1001,
+        );
+        assert_eq!(resoundtrack(&f, 16000), 64_064, "audio track: {audio:?}");
+    }
+}
+
+#[test]
+fn webm_vp8_10s_25fps_with_and_without_audio() {
+    // Some(5000): the audio track runs 5 s longer; matroskademux then sends ~100 GAPs on
+    // the lagging video pad, which must not lengthen the output.
+    for audio in [None, Some(0), Some(5000)] {
+        let f = make_media(
+            &format!("vp8-10s-{audio:?}.webm"),
+            Container::WebmVp8,
+            audio,
+            250,
+            25,
+            1,
+        );
+        assert_eq!(resoundtrack(&f, 16000), 160_000, "audio track: {audio:?}");
+        assert_eq!(resoundtrack(&f, 44100), 441_000, "audio track: {audio:?}");
+    }
+}
+
+/// A folder holding only the `libgstmmaudio.so` built with this test. `cargo test` builds
+/// the cdylib next to the test binary (`target/<profile>/deps/`) without copying it to
+/// `target/<profile>/`, which may hold an older build; and `deps/` itself is full of other
+/// shared objects that GStreamer would try to load.
+fn plugin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let built = exe.parent().unwrap().join("libgstmmaudio.so");
+    assert!(built.exists(), "{} missing", built.display());
+    let dir = scratch_dir("plugin");
+    std::fs::copy(&built, dir.join("libgstmmaudio.so")).unwrap();
+    dir
+}
+
+fn gst_command(tool: &str) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.env("GST_PLUGIN_PATH", plugin_dir()).env(
+        "GST_REGISTRY",
+        scratch_dir("registry").join(format!("{tool}.bin")),
+    );
+    cmd
+}
+
+#[test]
+fn gst_inspect_lists_the_element_and_documents_every_property() {
+    let out = gst_command("gst-inspect-1.0")
+        .arg("mmaudiogen")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Converter/Video/Audio"), "{text}");
+    for (name, doc) in [
+        ("model-dir", "weight files"),
+        ("variant", "small-16k outputs 16000 Hz"),
+        ("device", "cuda:N"),
+        ("precision", "bf16"),
+        ("prompt", "next window"),
+        ("negative-prompt", "avoid"),
+        ("num-steps", "Default: 25"),
+        ("cfg-strength", "Default:             4.5"),
+        ("seed", "seed + k"),
+        ("mask-away-clip", "CLIP"),
+        ("text-only", "text-to-audio"),
+        ("window-duration", "milliseconds"),
+        ("overlap", "milliseconds"),
+        ("max-in-flight", "backpressure"),
+        ("processing-latency", "milliseconds"),
+    ] {
+        let at = text
+            .find(&format!("  {name} "))
+            .unwrap_or_else(|| panic!("property {name} not listed:\n{text}"));
+        let block: String = text[at..].lines().take(4).collect::<Vec<_>>().join("\n");
+        assert!(block.contains(doc), "{name}: {doc:?} not in\n{block}");
+    }
+}
+
+#[test]
+fn gst_launch_with_a_missing_model_dir_fails_naming_it() {
+    let out = gst_command("gst-launch-1.0")
+        .args([
+            "videotestsrc",
+            "num-buffers=30",
+            "!",
+            "videoconvert",
+            "!",
+            "mmaudiogen",
+            "model-dir=/nonexistent/mmaudio-launch-test",
+            "!",
+            "fakesink",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ERROR: from element"), "{text}");
+    assert!(text.contains("/nonexistent/mmaudio-launch-test"), "{text}");
+}
+
+#[test]
+#[ignore = "needs the test model: MMAUDIO_TEST_MODEL_DIR (mmaudio make-test-model)"]
+fn gst_launch_with_test_model() {
+    let dir = std::env::var("MMAUDIO_TEST_MODEL_DIR").expect("MMAUDIO_TEST_MODEL_DIR");
+    let variant =
+        std::env::var("MMAUDIO_TEST_MODEL_VARIANT").unwrap_or_else(|_| "small-16k".into());
+    let rate = if variant.contains("16k") {
+        16000
+    } else {
+        44100
+    };
+    for (name, frames, num, den, audio, seconds) in [
+        ("model-10s.mp4", 250, 25, 1, None, 10.0),
+        ("model-10s-audio.mp4", 250, 25, 1, Some(0), 10.0),
+        ("model-4004ms.mp4", 120, 30000, 1001, None, 4.004),
+    ] {
+        let file = make_media(name, Container::Mp4H264, audio, frames, num, den);
+        let wav = file.with_extension("model.wav");
+        let out = gst_command("gst-launch-1.0")
+            .args([
+                "filesrc".into(),
+                format!("location={}", file.display()),
+                "!".into(),
+                "decodebin".into(),
+                "!".into(),
+                "videoconvert".into(),
+                "!".into(),
+                "mmaudiogen".into(),
+                format!("model-dir={dir}"),
+                format!("variant={variant}"),
+                "num-steps=2".into(),
+                "!".into(),
+                "audioconvert".into(),
+                "!".into(),
+                "wavenc".into(),
+                "!".into(),
+                "filesink".into(),
+                format!("location={}", wav.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (count, _, channels, wav_rate) = wav_info(&wav);
+        assert_eq!((channels, wav_rate), (1, rate));
+        assert_eq!(count, (seconds * rate as f64).round() as u64, "{name}");
+    }
+}

@@ -1,0 +1,1223 @@
+//! The window engine: a video stream of any length → overlapping generation windows →
+//! one seamless, sample-exact audio stream.
+//!
+//! Pure bookkeeping: no GStreamer, no tensors. It is split in two halves so that the
+//! producer side (the streaming thread that receives frames) and the consumer side (the
+//! thread that generates and outputs audio) can live on different threads:
+//!
+//! * [`WindowPlanner`] takes frames (presentation times in nanoseconds) and the end of the
+//!   stream, and emits [`Planned`] items: windows to generate (a [`WindowRequest`]
+//!   with only the frames that window needs, plus its [`WindowSpan`] on the output sample
+//!   axis) and, at the end, the exact total sample count.
+//! * [`Assembler`] takes the generated audio of each window, in order, crossfades it with
+//!   its neighbour and emits finished [`Chunk`]s whose sample offsets tile the output
+//!   without gap or overlap.
+//!
+//! [`render`] glues both to a generator for offline use (and is what the tests drive).
+//!
+//! # Geometry (all in integer samples, counted from the first frame)
+//!
+//! With `W` = window length, `O` = overlap and `H = W − O` = hop, window `k` covers output
+//! samples `[k·H, k·H + W)`. Window boundaries are computed in integer samples from the
+//! first frame's pts, never by adding up floating-point durations, so nothing drifts over
+//! hours. `O ≤ W/2` so at most two windows meet at any sample.
+//!
+//! Output sample `s` comes from window `k` alone on `[k·H + O, (k+1)·H)`, and on the
+//! overlap `[(k+1)·H, k·H + W)` it is the constant-power crossfade
+//! `cos θ · a_k + sin θ · a_{k+1}` with `θ = π/2 · (i + ½)/O` (so `w_out² + w_in² = 1`
+//! exactly, and the two halves are symmetric). The first window has no fade-in and the
+//! last no fade-out.
+//!
+//! # Exact length
+//!
+//! The video lasts from the first frame's pts to the end of its last frame,
+//! `pts_last + duration_last`. The duration of the last frame is the buffer duration if known, else the interval between
+//! the last two frames, else [`DEFAULT_FRAME_NS`] (a single frame without any timing
+//! information). The durations of the other frames play no role: a frame is shown until
+//! the next one starts (a pause in the frames, or a GAP event, is covered by the frame
+//! before it). The output has exactly `N = round(video duration · rate)` samples; nothing
+//! after the last frame (such as a trailing GAP from a demuxer whose other streams run
+//! longer) lengthens it.
+//!
+//! A window is generated as soon as the video is known to reach its end (a frame with
+//! `pts ≥` window end arrives), so before EOS all windows are full.
+//! At EOS (or a drain) the remaining windows are planned against `N`: the last window
+//! `L` (the first with `L·H + W ≥ N`) is generated at its true, shorter duration
+//! `N − L·H` (the generator's sequence lengths follow the duration) and ends exactly at
+//! `N`. Its length is always `> O`, so the crossfade into it is complete.
+//!
+//! # Very short windows
+//!
+//! MMAudio's sync stream needs at least [`MIN_DURATION_S`] (one 16-frame Synchformer
+//! segment at 25 fps). A window shorter than the configured minimum — only possible for
+//! a whole video shorter than it, or for the last window when the overlap is below the
+//! minimum — is *generated* at the minimum duration and *trimmed* to its true length: the
+//! request's `duration` is the longer one, its frames are the real ones (the last frame
+//! holds, see [`WindowRequest`]), and the [`Assembler`] keeps only the first `len`
+//! samples. `window-duration` itself must be at least the minimum.
+//!
+//! # Memory
+//!
+//! The planner keeps only the frames a not-yet-planned window can still show: the frame
+//! shown at the next window's start and every frame after it. Once window `k` is
+//! planned, frames that are superseded before window `k+1` starts are dropped, so at
+//! most one window's worth of frames (+2) is held, whatever the stream length. Frame
+//! payloads are `Arc`-shared with the requests, not copied. A timestamp jump of more than
+//! [`MAX_FRAME_JUMP_NS`] (broken timestamps) ends the stream and starts a new one rather
+//! than planning every window in between.
+//!
+//! # Frames in a request
+//!
+//! A request carries the frame shown at the window start (its pts clamped to 0) and all
+//! frames starting before the window's true end, with pts relative to the window start.
+//! Each frame holds until the next one; the last one holds until `duration`.
+
+use crate::config::MIN_DURATION_S;
+use crate::error::{Error, Result};
+use crate::generator::{AudioGenerator, Cancel, GenerationParams, VideoFrame, WindowRequest};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Nanoseconds per second (stream times are in nanoseconds, as GStreamer's).
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+/// A frame this much (24 h) after the previous one is taken for broken timestamps and
+/// starts a new stream (the current one is finished first) instead of being reached by
+/// planning every window in between.
+pub const MAX_FRAME_JUMP_NS: u64 = 24 * 3600 * NS_PER_S;
+
+/// Duration assumed for the last frame when nothing tells it (no buffer duration, no
+/// frame rate, a single frame): one frame at 25 fps.
+pub const DEFAULT_FRAME_NS: u64 = 40_000_000;
+
+/// `floor(ns · rate / 1e9)` without overflow.
+pub fn ns_to_samples_floor(ns: u64, rate: u32) -> u64 {
+    (ns as u128 * rate as u128 / NS_PER_S as u128) as u64
+}
+
+/// `round(ns · rate / 1e9)` (half up) without overflow.
+pub fn ns_to_samples_round(ns: u64, rate: u32) -> u64 {
+    ((ns as u128 * rate as u128 + NS_PER_S as u128 / 2) / NS_PER_S as u128) as u64
+}
+
+/// `floor(samples · 1e9 / rate)`: the time of a sample offset, as GStreamer's audio
+/// elements compute it (`gst_util_uint64_scale_int(samples, GST_SECOND, rate)`).
+pub fn samples_to_ns(samples: u64, rate: u32) -> u64 {
+    (samples as u128 * NS_PER_S as u128 / rate as u128) as u64
+}
+
+/// Constant-power crossfade weights `(fade_out, fade_in)` for sample `i` of an overlap of
+/// `n` samples: `(cos θ, sin θ)` with `θ = π/2 · (i + ½)/n`.
+pub fn crossfade_weights(i: usize, n: usize) -> (f32, f32) {
+    let theta = std::f64::consts::FRAC_PI_2 * (i as f64 + 0.5) / n as f64;
+    (theta.cos() as f32, theta.sin() as f32)
+}
+
+/// Window geometry in samples at the generator's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowConfig {
+    rate: u32,
+    window: u64,
+    overlap: u64,
+    min_len: u64,
+}
+
+impl WindowConfig {
+    /// Geometry from durations in seconds; the minimum generated duration is
+    /// [`MIN_DURATION_S`].
+    pub fn new(rate: u32, window_s: f64, overlap_s: f64) -> Result<Self> {
+        if rate == 0 {
+            return Err(Error::config("sample rate must be positive"));
+        }
+        if !(window_s.is_finite() && overlap_s.is_finite() && window_s > 0.0 && overlap_s >= 0.0) {
+            return Err(Error::config(format!(
+                "invalid window {window_s} s / overlap {overlap_s} s"
+            )));
+        }
+        let r = rate as f64;
+        // The tolerance keeps 0.64 s · 16000 Hz (10240.000000000002 in f64) at 10240.
+        let min_len = (MIN_DURATION_S * r - 1e-6).ceil() as u64;
+        Self::from_samples(
+            rate,
+            (window_s * r).round() as u64,
+            (overlap_s * r).round() as u64,
+            min_len,
+        )
+    }
+
+    /// Geometry from durations in milliseconds (the element's property units).
+    pub fn from_millis(rate: u32, window_ms: u64, overlap_ms: u64) -> Result<Self> {
+        Self::new(rate, window_ms as f64 / 1e3, overlap_ms as f64 / 1e3)
+    }
+
+    /// Geometry in samples. `min_len` is the shortest duration the generator is asked to
+    /// produce (shorter windows are generated at `min_len` and trimmed).
+    pub fn from_samples(rate: u32, window: u64, overlap: u64, min_len: u64) -> Result<Self> {
+        if rate == 0 {
+            return Err(Error::config("sample rate must be positive"));
+        }
+        if window == 0 {
+            return Err(Error::config("window duration must be positive"));
+        }
+        if window < min_len {
+            return Err(Error::config(format!(
+                "window duration {:.3} s is shorter than the model's minimum {:.3} s",
+                window as f64 / rate as f64,
+                min_len as f64 / rate as f64
+            )));
+        }
+        if 2 * overlap > window {
+            return Err(Error::config(format!(
+                "overlap {:.3} s must be at most half the window duration {:.3} s",
+                overlap as f64 / rate as f64,
+                window as f64 / rate as f64
+            )));
+        }
+        Ok(Self {
+            rate,
+            window,
+            overlap,
+            min_len,
+        })
+    }
+
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+    pub fn window_samples(&self) -> u64 {
+        self.window
+    }
+    pub fn overlap_samples(&self) -> u64 {
+        self.overlap
+    }
+    pub fn hop_samples(&self) -> u64 {
+        self.window - self.overlap
+    }
+    pub fn min_samples(&self) -> u64 {
+        self.min_len
+    }
+}
+
+/// One input frame on the stream's time axis.
+#[derive(Debug, Clone)]
+pub struct TimedFrame {
+    /// Presentation time in nanoseconds.
+    pub pts: u64,
+    /// Duration in nanoseconds, if known (only the last frame's matters).
+    pub duration: Option<u64>,
+    pub width: usize,
+    pub height: usize,
+    /// Packed RGB24, `width * height * 3` bytes.
+    pub data: Arc<Vec<u8>>,
+}
+
+/// Where a planned window lies on the output sample axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpan {
+    /// Window number within the stream (0, 1, ...).
+    pub index: u64,
+    /// Pts of the stream's first frame, in ns: output sample `s` is at
+    /// `origin + samples_to_ns(s)`.
+    pub origin: u64,
+    /// First output sample of the window (`index · hop`).
+    pub start: u64,
+    /// Samples of this window that end up in the output (before crossfading).
+    pub len: u64,
+    /// Samples the generator is asked for (`max(len, min)`); the excess is trimmed.
+    pub generated: u64,
+    /// The stream's last window: no fade-out, everything is emitted.
+    pub last: bool,
+}
+
+/// What the planner asks for.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    /// Generate this window, then pass the audio to [`Assembler::push`] with the span.
+    Window {
+        request: WindowRequest,
+        span: WindowSpan,
+    },
+    /// The stream ended (EOS or drain) after exactly `total` output samples; pass to
+    /// [`Assembler::finish`].
+    End { total: u64 },
+}
+
+/// Producer half: frames in, window requests out.
+#[derive(Debug)]
+pub struct WindowPlanner {
+    cfg: WindowConfig,
+    params: GenerationParams,
+    text_only: bool,
+    /// Pts of the first frame of the current stream.
+    origin: Option<u64>,
+    frames: VecDeque<TimedFrame>,
+    last_pts: Option<u64>,
+    last_duration: Option<u64>,
+    last_interval: Option<u64>,
+    /// Furthest time (ns, absolute) the video is known to reach: the latest frame start.
+    reached: u64,
+    next_index: u64,
+    dropped: u64,
+}
+
+impl WindowPlanner {
+    pub fn new(cfg: WindowConfig) -> Self {
+        Self {
+            cfg,
+            params: GenerationParams::default(),
+            text_only: false,
+            origin: None,
+            frames: VecDeque::new(),
+            last_pts: None,
+            last_duration: None,
+            last_interval: None,
+            reached: 0,
+            next_index: 0,
+            dropped: 0,
+        }
+    }
+
+    pub fn config(&self) -> &WindowConfig {
+        &self.cfg
+    }
+
+    /// Settings for windows planned from now on. The seed of window `k` is
+    /// `params.seed + k`, so windows differ but a stream is reproducible.
+    pub fn set_params(&mut self, params: GenerationParams) {
+        self.params = params;
+    }
+
+    /// Plan windows without frames (text-to-audio) from now on; frames still set the
+    /// timing.
+    pub fn set_text_only(&mut self, text_only: bool) {
+        self.text_only = text_only;
+    }
+
+    /// Frames currently held.
+    pub fn buffered_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Frames dropped because their pts did not increase.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether a stream is in progress (a frame was received since the last end/reset).
+    pub fn started(&self) -> bool {
+        self.origin.is_some()
+    }
+
+    /// Pts of the first frame of the current stream.
+    pub fn origin(&self) -> Option<u64> {
+        self.origin
+    }
+
+    /// Forget the current stream (flush).
+    pub fn reset(&mut self) {
+        self.origin = None;
+        self.frames.clear();
+        self.last_pts = None;
+        self.last_duration = None;
+        self.last_interval = None;
+        self.reached = 0;
+        self.next_index = 0;
+    }
+
+    /// Add a frame; returns the windows that became complete. A frame whose pts is not
+    /// after the previous one is dropped (counted in [`Self::dropped_frames`]); one more
+    /// than [`MAX_FRAME_JUMP_NS`] after it ends the stream and starts a new one.
+    pub fn push_frame(&mut self, frame: TimedFrame) -> Vec<Planned> {
+        if let Some(last) = self.last_pts {
+            if frame.pts <= last {
+                self.dropped += 1;
+                return Vec::new();
+            }
+            if frame.pts - last > MAX_FRAME_JUMP_NS {
+                let mut out = self.finish();
+                out.extend(self.push_frame(frame));
+                return out;
+            }
+            self.last_interval = Some(frame.pts - last);
+        }
+        if self.origin.is_none() {
+            self.origin = Some(frame.pts);
+        }
+        self.last_pts = Some(frame.pts);
+        self.last_duration = frame.duration;
+        self.reached = self.reached.max(frame.pts);
+        self.frames.push_back(frame);
+        self.release_full_windows()
+    }
+
+    /// End of stream (EOS or a drain before a new segment): plans the remaining windows,
+    /// the last one at its true duration, then [`Planned::End`]. The planner is then ready
+    /// for a new stream (new origin at the next frame).
+    pub fn finish(&mut self) -> Vec<Planned> {
+        let mut out = Vec::new();
+        let (Some(origin), Some(last_pts)) = (self.origin, self.last_pts) else {
+            self.reset();
+            out.push(Planned::End { total: 0 });
+            return out;
+        };
+        let last_dur = self
+            .last_duration
+            .or(self.last_interval)
+            .unwrap_or(DEFAULT_FRAME_NS);
+        let end = last_pts.saturating_add(last_dur);
+        let total = ns_to_samples_round(end - origin, self.cfg.rate);
+        let (w, h) = (self.cfg.window, self.cfg.hop_samples());
+        let mut k = self.next_index;
+        loop {
+            let covered = if k == 0 { 0 } else { (k - 1) * h + w };
+            if covered >= total {
+                break;
+            }
+            let start = k * h;
+            let len = w.min(total - start);
+            let last = start + w >= total;
+            out.push(self.plan_window(k, len, last));
+            k += 1;
+            if last {
+                break;
+            }
+        }
+        out.push(Planned::End { total });
+        self.reset();
+        out
+    }
+
+    /// Time of output sample `s` relative to the origin, compared exactly:
+    /// `(t − origin)·rate ≥ s·1e9`.
+    fn at_or_after(&self, t: u64, sample: u64) -> bool {
+        let origin = self.origin.unwrap_or(0);
+        (t.saturating_sub(origin) as u128) * self.cfg.rate as u128
+            >= sample as u128 * NS_PER_S as u128
+    }
+
+    fn release_full_windows(&mut self) -> Vec<Planned> {
+        let mut out = Vec::new();
+        loop {
+            let end = self.next_index * self.cfg.hop_samples() + self.cfg.window;
+            if !self.at_or_after(self.reached, end) {
+                break;
+            }
+            out.push(self.plan_window(self.next_index, self.cfg.window, false));
+        }
+        out
+    }
+
+    fn plan_window(&mut self, k: u64, len: u64, last: bool) -> Planned {
+        let origin = self.origin.expect("plan_window without a stream");
+        let rate = self.cfg.rate;
+        let start = k * self.cfg.hop_samples();
+        let generated = len.max(self.cfg.min_len);
+        let start_rel_s = start as f64 / rate as f64;
+
+        let mut frames = Vec::new();
+        if !self.text_only {
+            // The frame shown at the window start: the last one starting at or before it.
+            let first = self
+                .frames
+                .iter()
+                .rposition(|f| self.starts_by(f.pts, start))
+                .unwrap_or(0);
+            for f in self.frames.iter().skip(first) {
+                if self.at_or_after(f.pts, start + len) {
+                    break;
+                }
+                let rel = (f.pts - origin) as f64 / NS_PER_S as f64 - start_rel_s;
+                frames.push(VideoFrame {
+                    pts: rel.max(0.0),
+                    width: f.width,
+                    height: f.height,
+                    data: f.data.clone(),
+                });
+            }
+        }
+
+        let mut params = self.params.clone();
+        params.seed = params.seed.wrapping_add(k);
+        let request = WindowRequest {
+            index: k,
+            start: origin as f64 / NS_PER_S as f64 + start_rel_s,
+            duration: generated as f64 / rate as f64,
+            frames,
+            params,
+        };
+        let span = WindowSpan {
+            index: k,
+            origin,
+            start,
+            len,
+            generated,
+            last,
+        };
+        self.next_index = k + 1;
+
+        // Drop frames no later window can show: keep the one shown at the next start.
+        let next_start = self.next_index * self.cfg.hop_samples();
+        while self.frames.len() >= 2 && self.starts_by(self.frames[1].pts, next_start) {
+            self.frames.pop_front();
+        }
+        Planned::Window { request, span }
+    }
+
+    /// Whether a frame at `pts` starts at or before output sample `s`.
+    fn starts_by(&self, pts: u64, sample: u64) -> bool {
+        let origin = self.origin.unwrap_or(0);
+        (pts.saturating_sub(origin) as u128) * self.cfg.rate as u128
+            <= sample as u128 * NS_PER_S as u128
+    }
+}
+
+/// Finished output samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// Pts of the stream's first frame (ns).
+    pub origin: u64,
+    /// Sample offset of `samples[0]` from the origin.
+    pub offset: u64,
+    pub samples: Vec<f32>,
+}
+
+impl Chunk {
+    /// Pts of the first sample and of the end of the chunk, in ns, derived from the sample
+    /// count so consecutive chunks meet exactly.
+    pub fn time_range(&self, rate: u32) -> (u64, u64) {
+        let end = self.offset + self.samples.len() as u64;
+        (
+            self.origin + samples_to_ns(self.offset, rate),
+            self.origin + samples_to_ns(end, rate),
+        )
+    }
+}
+
+/// Consumer half: generated windows in (in order), crossfaded output out.
+#[derive(Debug)]
+pub struct Assembler {
+    cfg: WindowConfig,
+    /// The previous window's samples beyond the current window's start.
+    tail: Vec<f32>,
+    emitted: u64,
+    next_index: u64,
+    origin: u64,
+}
+
+impl Assembler {
+    pub fn new(cfg: WindowConfig) -> Self {
+        Self {
+            cfg,
+            tail: Vec::new(),
+            emitted: 0,
+            next_index: 0,
+            origin: 0,
+        }
+    }
+
+    pub fn config(&self) -> &WindowConfig {
+        &self.cfg
+    }
+
+    /// Samples emitted in the current stream.
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    pub fn reset(&mut self) {
+        self.tail.clear();
+        self.emitted = 0;
+        self.next_index = 0;
+        self.origin = 0;
+    }
+
+    /// Add the audio generated for `span` (at least `span.len` samples; extra samples are
+    /// trimmed). Returns the samples that are now final.
+    pub fn push(&mut self, span: &WindowSpan, mut audio: Vec<f32>) -> Result<Chunk> {
+        if span.index != self.next_index || span.start != self.emitted {
+            return Err(Error::input(format!(
+                "window {} (sample {}) arrived out of order: expected window {} at sample {}",
+                span.index, span.start, self.next_index, self.emitted
+            )));
+        }
+        let len = span.len as usize;
+        if audio.len() < len {
+            return Err(Error::input(format!(
+                "generator returned {} samples for window {}, expected {}",
+                audio.len(),
+                span.index,
+                span.generated
+            )));
+        }
+        audio.truncate(len);
+        if span.index == 0 {
+            self.origin = span.origin;
+        }
+        let n = self.tail.len();
+        if n > len {
+            return Err(Error::input(format!(
+                "window {} is shorter ({len} samples) than the overlap ({n})",
+                span.index
+            )));
+        }
+        for (i, (a, prev)) in audio.iter_mut().zip(self.tail.drain(..)).enumerate() {
+            let (w_out, w_in) = crossfade_weights(i, n);
+            *a = prev * w_out + *a * w_in;
+        }
+        let keep = if span.last {
+            len
+        } else {
+            (self.cfg.hop_samples() as usize).min(len)
+        };
+        self.tail = audio.split_off(keep);
+        let chunk = Chunk {
+            origin: self.origin,
+            offset: self.emitted,
+            samples: audio,
+        };
+        self.emitted += keep as u64;
+        self.next_index += 1;
+        Ok(chunk)
+    }
+
+    /// End of the stream after exactly `total` samples: emits what is left (the tail of a
+    /// last window that was planned as full) and resets for a new stream.
+    pub fn finish(&mut self, total: u64) -> Result<Chunk> {
+        let left = self.tail.len() as u64;
+        let chunk = Chunk {
+            origin: self.origin,
+            offset: self.emitted,
+            samples: std::mem::take(&mut self.tail),
+        };
+        let emitted = self.emitted + left;
+        self.reset();
+        if emitted != total {
+            return Err(Error::input(format!(
+                "stream ended after {emitted} samples, expected {total} (a window is missing)"
+            )));
+        }
+        Ok(chunk)
+    }
+}
+
+/// Offline use: run a whole stream of frames through planner, generator and assembler.
+/// Returns the output samples (exactly `round(video duration · rate)`).
+pub fn render(
+    cfg: WindowConfig,
+    params: &GenerationParams,
+    frames: impl IntoIterator<Item = TimedFrame>,
+    generator: &mut dyn AudioGenerator,
+    cancel: &Cancel,
+) -> Result<Vec<f32>> {
+    if generator.sample_rate() != cfg.rate() {
+        return Err(Error::config(format!(
+            "generator rate {} Hz does not match window rate {} Hz",
+            generator.sample_rate(),
+            cfg.rate()
+        )));
+    }
+    let mut planner = WindowPlanner::new(cfg);
+    planner.set_params(params.clone());
+    let mut assembler = Assembler::new(cfg);
+    let mut out = Vec::new();
+    let mut run = |items: Vec<Planned>, out: &mut Vec<f32>| -> Result<()> {
+        for item in items {
+            let chunk = match item {
+                Planned::Window { request, span } => {
+                    let audio = generator.generate(&request, cancel)?;
+                    assembler.push(&span, audio)?
+                }
+                Planned::End { total } => assembler.finish(total)?,
+            };
+            out.extend_from_slice(&chunk.samples);
+        }
+        Ok(())
+    };
+    for frame in frames {
+        let items = planner.push_frame(frame);
+        run(items, &mut out)?;
+    }
+    let items = planner.finish();
+    run(items, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns `index + 1` for every sample of window `index`, so the output tells which
+    /// windows contributed where; records the requests it saw.
+    struct WindowIdGen {
+        rate: u32,
+        seen: Vec<WindowRequest>,
+    }
+
+    impl AudioGenerator for WindowIdGen {
+        fn sample_rate(&self) -> u32 {
+            self.rate
+        }
+        fn generate(&mut self, req: &WindowRequest, _cancel: &Cancel) -> Result<Vec<f32>> {
+            let mut r = req.clone();
+            r.frames
+                .iter_mut()
+                .for_each(|f| f.data = Arc::new(Vec::new()));
+            self.seen.push(r);
+            Ok(vec![(req.index + 1) as f32; req.num_samples(self.rate)])
+        }
+    }
+
+    fn frame(pts: u64, duration: Option<u64>) -> TimedFrame {
+        TimedFrame {
+            pts,
+            duration,
+            width: 2,
+            height: 2,
+            // The pts in the payload lets tests identify frames.
+            data: Arc::new(pts.to_le_bytes().to_vec()),
+        }
+    }
+
+    /// Frames of a constant-rate video: `n` frames at `num/den` fps starting at `t0`, with
+    /// GStreamer-style timestamps (`gst_util_uint64_scale(i, den·1e9, num)`).
+    fn cfr(t0: u64, n: u64, num: u64, den: u64, with_duration: bool) -> Vec<TimedFrame> {
+        let ts = |i: u64| (i as u128 * den as u128 * NS_PER_S as u128 / num as u128) as u64;
+        (0..n)
+            .map(|i| frame(t0 + ts(i), with_duration.then(|| ts(i + 1) - ts(i))))
+            .collect()
+    }
+
+    /// Independent reference for the `WindowIdGen` output: for each sample, which windows
+    /// cover it and with which weights.
+    fn expected(cfg: &WindowConfig, total: u64) -> Vec<f32> {
+        let (w, h, o) = (
+            cfg.window_samples(),
+            cfg.hop_samples(),
+            cfg.overlap_samples(),
+        );
+        let last = if total <= w {
+            0
+        } else {
+            (total - w).div_ceil(h)
+        };
+        (0..total)
+            .map(|s| {
+                let k = (s / h).min(last);
+                let v = (k + 1) as f32;
+                // Overlap with the previous window?
+                if k > 0 && s < k * h + o {
+                    let i = (s - k * h) as usize;
+                    let (wo, wi) = crossfade_weights(i, o as usize);
+                    k as f32 * wo + v * wi
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weights_are_constant_power_and_symmetric() {
+        for n in [1usize, 2, 3, 16, 100, 16000, 44100] {
+            for i in 0..n {
+                let (a, b) = crossfade_weights(i, n);
+                assert!(((a * a + b * b) - 1.0).abs() < 1e-6, "n={n} i={i}");
+                assert!((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b));
+                let (a2, b2) = crossfade_weights(n - 1 - i, n);
+                assert!((a - b2).abs() < 1e-6 && (b - a2).abs() < 1e-6);
+            }
+            // Monotonic: fade-in rises (f32 saturates near 1 for long overlaps).
+            let ins: Vec<f32> = (0..n).map(|i| crossfade_weights(i, n).1).collect();
+            assert!(ins.windows(2).all(|p| p[0] <= p[1]));
+            assert!(n < 2 || ins[0] < ins[n - 1]);
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(WindowConfig::new(16000, 8.0, 1.0).is_ok());
+        assert!(WindowConfig::new(16000, 8.0, 4.0).is_ok());
+        let e = WindowConfig::new(16000, 8.0, 4.5).unwrap_err().to_string();
+        assert!(e.contains("at most half"), "{e}");
+        let e = WindowConfig::new(16000, 0.5, 0.0).unwrap_err().to_string();
+        assert!(e.contains("minimum"), "{e}");
+        assert!(WindowConfig::new(0, 8.0, 1.0).is_err());
+        assert!(WindowConfig::new(16000, f64::NAN, 1.0).is_err());
+        let c = WindowConfig::from_millis(44100, 8000, 1000).unwrap();
+        assert_eq!(
+            (c.window_samples(), c.overlap_samples(), c.hop_samples()),
+            (352_800, 44_100, 308_700)
+        );
+        assert_eq!(c.min_samples(), 28_224); // ceil(0.64 · 44100)
+        // The minimum window itself is valid at every rate (no f64 round-up).
+        for rate in [8000, 16000, 22050, 44100, 48000] {
+            let c = WindowConfig::from_millis(rate, 640, 0).unwrap();
+            assert_eq!(c.min_samples(), c.window_samples(), "{rate}");
+        }
+    }
+
+    #[test]
+    fn time_conversions_are_exact() {
+        assert_eq!(ns_to_samples_round(4_004_000_000, 16000), 64_064);
+        assert_eq!(ns_to_samples_round(10 * NS_PER_S, 44100), 441_000);
+        assert_eq!(samples_to_ns(16000, 16000), NS_PER_S);
+        assert_eq!(samples_to_ns(1, 44100), 22_675);
+        // Hours in: no overflow, no drift.
+        let ten_hours = 36_000 * NS_PER_S;
+        assert_eq!(ns_to_samples_floor(ten_hours, 44100), 36_000 * 44_100);
+        assert_eq!(samples_to_ns(36_000 * 44_100, 44100), ten_hours);
+    }
+
+    /// The main property: for many rates, frame rates, lengths and geometries, the output
+    /// has exactly round(duration · rate) samples, chunks tile it, every sample equals the
+    /// independent reference and the frame buffer stays bounded.
+    #[test]
+    fn exact_length_and_crossfade_over_many_combinations() {
+        let rates = [16000u32, 44100];
+        let fps = [(25u64, 1u64), (30000, 1001), (24, 1), (60, 1), (1, 1)];
+        let geometries = [(8.0, 1.0), (8.0, 0.0), (2.5, 0.5), (0.64, 0.32), (1.0, 0.5)];
+        let lengths_s = [0.04, 0.3, 0.64, 0.9, 2.0, 4.004, 7.99, 8.0, 10.0, 23.5];
+        let mut cases = 0;
+        for &rate in &rates {
+            for &(num, den) in &fps {
+                for &(win, ov) in &geometries {
+                    for &len_s in &lengths_s {
+                        let n = ((len_s * num as f64 / den as f64).round() as u64).max(1);
+                        let cfg = WindowConfig::new(rate, win, ov).unwrap();
+                        check_stream(cfg, cfr(1_000_000_000, n, num, den, true), num, den);
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 2 * 5 * 5 * 10);
+    }
+
+    fn check_stream(cfg: WindowConfig, frames: Vec<TimedFrame>, num: u64, den: u64) {
+        let rate = cfg.rate();
+        let first = frames[0].pts;
+        let last = frames.last().unwrap();
+        let end = last.pts + last.duration.unwrap();
+        let total = ns_to_samples_round(end - first, rate);
+        let frames_per_window =
+            (cfg.window_samples() as f64 / rate as f64 * num as f64 / den as f64).ceil() as usize;
+
+        let mut planner = WindowPlanner::new(cfg);
+        let mut assembler = Assembler::new(cfg);
+        let mut fake = WindowIdGen {
+            rate,
+            seen: Vec::new(),
+        };
+        let cancel = Cancel::new();
+        let mut out = Vec::new();
+        let mut max_buffered = 0;
+        let mut handle = |items: Vec<Planned>, out: &mut Vec<f32>| {
+            for item in items {
+                let chunk = match item {
+                    Planned::Window { request, span } => {
+                        assert_eq!(span.generated, span.len.max(cfg.min_samples()));
+                        assert_eq!(request.num_samples(rate) as u64, span.generated);
+                        let audio = fake.generate(&request, &cancel).unwrap();
+                        assembler.push(&span, audio).unwrap()
+                    }
+                    Planned::End { total: t } => {
+                        assert_eq!(t, total);
+                        assembler.finish(t).unwrap()
+                    }
+                };
+                // Chunks tile the output exactly, timestamps derive from the count.
+                assert_eq!(chunk.offset, out.len() as u64);
+                assert_eq!(chunk.origin, first);
+                out.extend_from_slice(&chunk.samples);
+            }
+        };
+        for f in frames.clone() {
+            let items = planner.push_frame(f);
+            max_buffered = max_buffered.max(planner.buffered_frames());
+            handle(items, &mut out);
+        }
+        handle(planner.finish(), &mut out);
+        assert_eq!(planner.buffered_frames(), 0);
+
+        let ctx = format!(
+            "rate {rate}, {num}/{den} fps, {} frames, window {} overlap {}",
+            frames.len(),
+            cfg.window_samples(),
+            cfg.overlap_samples()
+        );
+        assert_eq!(out.len() as u64, total, "{ctx}");
+        let want = expected(&cfg, total);
+        for (s, (a, b)) in out.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 1e-5, "{ctx}: sample {s}: {a} vs {b}");
+        }
+        // Memory bound: one window of frames plus the held one and the one past the end.
+        assert!(
+            max_buffered <= frames_per_window + 2,
+            "{ctx}: buffered {max_buffered} > {}",
+            frames_per_window + 2
+        );
+        // Every frame a window shows is there, relative pts in [0, duration), sorted,
+        // starting at 0.
+        for req in &fake.seen {
+            let start = req.start - first as f64 / 1e9;
+            let len = req.duration.min(total as f64 / rate as f64 - start);
+            let shown: Vec<usize> = frames
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| {
+                    let t = (f.pts - first) as f64 / 1e9;
+                    let next = frames
+                        .get(i + 1)
+                        .map_or(f64::INFINITY, |n| (n.pts - first) as f64 / 1e9);
+                    t < start + len - 1e-9 && next > start + 1e-9
+                })
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(req.frames.len(), shown.len(), "{ctx}: window {}", req.index);
+            assert_eq!(req.frames[0].pts, 0.0);
+            assert!(req.frames.windows(2).all(|p| p[0].pts < p[1].pts));
+            assert!(req.frames.iter().all(|f| f.pts < req.duration));
+        }
+    }
+
+    #[test]
+    fn last_window_has_its_true_duration() {
+        // 10 s at 25 fps, 16 kHz, 8 s windows with 1 s overlap: windows at 0 and 7 s; the
+        // second is 3 s long.
+        let cfg = WindowConfig::new(16000, 8.0, 1.0).unwrap();
+        let mut fake = WindowIdGen {
+            rate: 16000,
+            seen: Vec::new(),
+        };
+        let params = GenerationParams::default();
+        let out = render(
+            cfg,
+            &params,
+            cfr(0, 250, 25, 1, true),
+            &mut fake,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 160_000);
+        let d: Vec<f64> = fake.seen.iter().map(|r| r.duration).collect();
+        assert_eq!(d, vec![8.0, 3.0]);
+        assert_eq!(fake.seen[1].start, 7.0);
+        // 25 fps: window 1 shows frames 175..250.
+        assert_eq!(fake.seen[1].frames.len(), 75);
+        assert_eq!(fake.seen[0].frames.len(), 200);
+        // Per-window seeds.
+        assert_eq!(fake.seen[0].params.seed, params.seed);
+        assert_eq!(fake.seen[1].params.seed, params.seed + 1);
+    }
+
+    #[test]
+    fn short_video_is_generated_at_the_minimum_and_trimmed() {
+        // 0.2 s (5 frames at 25 fps): generated at 0.64 s, trimmed to 3200 samples.
+        let cfg = WindowConfig::new(16000, 8.0, 1.0).unwrap();
+        let mut fake = WindowIdGen {
+            rate: 16000,
+            seen: Vec::new(),
+        };
+        let out = render(
+            cfg,
+            &GenerationParams::default(),
+            cfr(5_000_000, 5, 25, 1, true),
+            &mut fake,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 3200);
+        assert_eq!(fake.seen.len(), 1);
+        assert!((fake.seen[0].duration - 0.64).abs() < 1e-12);
+        assert_eq!(fake.seen[0].frames.len(), 5);
+
+        // Overlap below the minimum: a last window of 0.1 s is generated at 0.64 s.
+        let cfg = WindowConfig::new(16000, 2.0, 0.05).unwrap();
+        let mut fake = WindowIdGen {
+            rate: 16000,
+            seen: Vec::new(),
+        };
+        // 2.05 s video: window 0 covers [0, 2), window 1 starts at 1.95 s, true length 0.1 s.
+        let out = render(
+            cfg,
+            &GenerationParams::default(),
+            cfr(0, 41, 20, 1, true),
+            &mut fake,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 32_800);
+        assert_eq!(fake.seen.len(), 2);
+        assert!((fake.seen[1].duration - 0.64).abs() < 1e-12);
+        assert_eq!(out, expected(&cfg, 32_800));
+    }
+
+    #[test]
+    fn ramp_generator_gives_the_crossfaded_ramp() {
+        // Generator output = absolute time of each sample: outside overlaps the output is
+        // the ramp itself; inside, ramp · (cos θ + sin θ) since both windows agree.
+        struct Ramp;
+        impl AudioGenerator for Ramp {
+            fn sample_rate(&self) -> u32 {
+                16000
+            }
+            fn generate(&mut self, req: &WindowRequest, _c: &Cancel) -> Result<Vec<f32>> {
+                let n = req.num_samples(16000);
+                Ok((0..n)
+                    .map(|i| (req.start + i as f64 / 16000.0) as f32)
+                    .collect())
+            }
+        }
+        let cfg = WindowConfig::new(16000, 2.0, 0.5).unwrap();
+        let out = render(
+            cfg,
+            &GenerationParams::default(),
+            cfr(0, 125, 25, 1, true),
+            &mut Ramp,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 80_000);
+        // 5 s: windows at 0, 1.5 and 3 s; the last one (k = 2) runs to the end.
+        let (h, o) = (24_000u64, 8_000u64);
+        for (s, &v) in out.iter().enumerate() {
+            let s = s as u64;
+            let t = s as f32 / 16000.0;
+            let k = (s / h).min(2);
+            let want = if k > 0 && s < k * h + o {
+                let (a, b) = crossfade_weights((s - k * h) as usize, o as usize);
+                t * (a + b)
+            } else {
+                t
+            };
+            assert!((v - want).abs() < 1e-4, "sample {s}: {v} vs {want}");
+        }
+    }
+
+    #[test]
+    fn variable_frame_rate_and_missing_durations() {
+        // Irregular intervals, no buffer durations: the last frame lasts as long as the
+        // previous interval.
+        let mut pts = 0u64;
+        let mut frames = Vec::new();
+        let mut x = 12345u64;
+        for _ in 0..300 {
+            frames.push(frame(pts, None));
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            pts += 10_000_000 + (x >> 33) % 90_000_000; // 10..100 ms
+        }
+        let last_interval = frames[299].pts - frames[298].pts;
+        let end = frames[299].pts + last_interval;
+        let cfg = WindowConfig::new(44100, 3.0, 0.7).unwrap();
+        let mut fake = WindowIdGen {
+            rate: 44100,
+            seen: Vec::new(),
+        };
+        let out = render(
+            cfg,
+            &GenerationParams::default(),
+            frames,
+            &mut fake,
+            &Cancel::new(),
+        )
+        .unwrap();
+        let total = ns_to_samples_round(end, 44100);
+        assert_eq!(out.len() as u64, total);
+        assert_eq!(out, expected(&cfg, total));
+
+        // A single frame without any timing: DEFAULT_FRAME_NS.
+        let mut fake = WindowIdGen {
+            rate: 16000,
+            seen: Vec::new(),
+        };
+        let cfg = WindowConfig::new(16000, 8.0, 1.0).unwrap();
+        let out = render(
+            cfg,
+            &GenerationParams::default(),
+            vec![frame(7, None)],
+            &mut fake,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 640);
+    }
+
+    #[test]
+    fn windows_are_released_as_soon_as_the_video_reaches_their_end() {
+        let cfg = WindowConfig::new(16000, 2.0, 0.5).unwrap();
+        let mut p = WindowPlanner::new(cfg);
+        let frames = cfr(0, 200, 25, 1, true);
+        let mut released = Vec::new();
+        for (i, f) in frames.into_iter().enumerate() {
+            for item in p.push_frame(f) {
+                if let Planned::Window { span, .. } = item {
+                    released.push((i, span.index));
+                }
+            }
+        }
+        // Window k ends at (1.5k + 2) s = frame 25·(1.5k+2): released by that frame.
+        // Window 4 ends at 8 s = frame 200, which does not exist: planned at EOS.
+        assert_eq!(released, vec![(50, 0), (88, 1), (125, 2), (163, 3)]);
+    }
+
+    #[test]
+    fn a_pause_in_the_frames_is_covered_by_the_held_frame() {
+        let cfg = WindowConfig::new(16000, 2.0, 0.5).unwrap();
+        let mut p = WindowPlanner::new(cfg);
+        let mut items = Vec::new();
+        // Frames [1 s, 1.4 s), nothing until 4.5 s, then frames to 5 s.
+        for f in cfr(NS_PER_S, 10, 25, 1, true) {
+            items.extend(p.push_frame(f));
+        }
+        assert!(items.is_empty());
+        // The frame at 4.5 s completes windows 0 [0, 2 s) and 1 [1.5 s, 3.5 s).
+        items.extend(p.push_frame(frame(4_500_000_000, Some(40_000_000))));
+        let windows: Vec<(u64, usize)> = items
+            .iter()
+            .filter_map(|i| match i {
+                Planned::Window { span, request } => Some((span.index, request.frames.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(windows, vec![(0, 10), (1, 1)]);
+        // Window 1 shows only the held frame of 1.36 s, at pts 0.
+        if let Planned::Window { request, .. } = &items[1] {
+            assert_eq!(request.frames[0].pts, 0.0);
+            assert_eq!(
+                request.frames[0].data[..],
+                (NS_PER_S + 360_000_000).to_le_bytes()
+            );
+        }
+        let rest = p.finish();
+        match rest.last() {
+            Some(Planned::End { total }) => assert_eq!(*total, 3_540 * 16),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn absurd_timestamp_jumps_start_a_new_stream() {
+        let cfg = WindowConfig::new(16000, 8.0, 1.0).unwrap();
+        let mut p = WindowPlanner::new(cfg);
+        for f in cfr(0, 25, 25, 1, true) {
+            assert!(p.push_frame(f).is_empty());
+        }
+        let far = 1u64 << 60;
+        let items = p.push_frame(frame(far, Some(40_000_000)));
+        // The first stream (1 s) is finished: one window and its end; nothing else.
+        assert_eq!(items.len(), 2);
+        assert!(matches!(items[1], Planned::End { total: 16000 }));
+        assert_eq!(p.origin(), Some(far));
+        match p.finish().last() {
+            Some(Planned::End { total }) => assert_eq!(*total, 640),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn non_increasing_frames_are_dropped() {
+        let cfg = WindowConfig::new(16000, 8.0, 1.0).unwrap();
+        let mut p = WindowPlanner::new(cfg);
+        p.push_frame(frame(100, None));
+        p.push_frame(frame(200, None));
+        p.push_frame(frame(200, None));
+        p.push_frame(frame(150, None));
+        assert_eq!(p.dropped_frames(), 2);
+        assert_eq!(p.buffered_frames(), 2);
+    }
+
+    #[test]
+    fn finish_starts_a_new_stream_and_params_apply_to_next_window() {
+        let cfg = WindowConfig::new(16000, 1.0, 0.2).unwrap();
+        let mut p = WindowPlanner::new(cfg);
+        let mut a = Assembler::new(cfg);
+        let mut prompts = Vec::new();
+        let mut chunks = Vec::new();
+        let mut run = |items: Vec<Planned>, a: &mut Assembler, prompts: &mut Vec<String>| {
+            for it in items {
+                chunks.push(match it {
+                    Planned::Window { request, span } => {
+                        prompts.push(request.params.prompt.clone());
+                        a.push(&span, vec![0.5; span.generated as usize]).unwrap()
+                    }
+                    Planned::End { total } => a.finish(total).unwrap(),
+                });
+            }
+        };
+        for (i, f) in cfr(0, 50, 25, 1, true).into_iter().enumerate() {
+            if i == 30 {
+                p.set_params(GenerationParams {
+                    prompt: "rain".into(),
+                    ..Default::default()
+                });
+            }
+            run(p.push_frame(f), &mut a, &mut prompts);
+        }
+        run(p.finish(), &mut a, &mut prompts);
+        assert!(!p.started());
+        // Window 0 is planned at frame 25 (before the change), windows 1 and 2 after it.
+        assert_eq!(prompts, vec!["", "rain", "rain"]);
+        // A new stream at 100 s: fresh origin, offsets restart at 0.
+        for f in cfr(100 * NS_PER_S, 10, 25, 1, true) {
+            run(p.push_frame(f), &mut a, &mut prompts);
+        }
+        run(p.finish(), &mut a, &mut prompts);
+        let first: usize = chunks[..4].iter().map(|c| c.samples.len()).sum();
+        assert_eq!(first, 32_000);
+        let second = &chunks[4..];
+        assert_eq!(second[0].origin, 100 * NS_PER_S);
+        assert_eq!(second[0].offset, 0);
+        let n: usize = second.iter().map(|c| c.samples.len()).sum();
+        assert_eq!(n, 6400);
+        let last = second.iter().rev().find(|c| !c.samples.is_empty()).unwrap();
+        assert_eq!(last.time_range(16000).1, 100 * NS_PER_S + 400_000_000);
+    }
+
+    #[test]
+    fn text_only_requests_have_no_frames() {
+        let cfg = WindowConfig::new(16000, 1.0, 0.2).unwrap();
+        let mut p = WindowPlanner::new(cfg);
+        p.set_text_only(true);
+        let mut items = Vec::new();
+        for f in cfr(0, 30, 25, 1, true) {
+            items.extend(p.push_frame(f));
+        }
+        items.extend(p.finish());
+        let mut n = 0;
+        for it in &items {
+            if let Planned::Window { request, .. } = it {
+                assert!(request.frames.is_empty());
+                n += 1;
+            }
+        }
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn assembler_rejects_bad_input() {
+        let cfg = WindowConfig::new(16000, 1.0, 0.2).unwrap();
+        let mut a = Assembler::new(cfg);
+        let span = |index, start, len, last| WindowSpan {
+            index,
+            origin: 0,
+            start,
+            len,
+            generated: len,
+            last,
+        };
+        // Out of order.
+        let e = a.push(&span(1, 12800, 16000, false), vec![0.0; 16000]);
+        assert!(e.unwrap_err().to_string().contains("out of order"));
+        // Too short.
+        let e = a.push(&span(0, 0, 16000, false), vec![0.0; 100]);
+        assert!(e.unwrap_err().to_string().contains("returned 100 samples"));
+        // Longer audio is trimmed.
+        let c = a.push(&span(0, 0, 16000, false), vec![1.0; 20000]).unwrap();
+        assert_eq!(c.samples.len(), 12800);
+        // A missing window is detected at the end.
+        let e = a.finish(50_000).unwrap_err().to_string();
+        assert!(e.contains("expected 50000"), "{e}");
+    }
+}
