@@ -254,12 +254,18 @@ pub fn swiglu_hidden(nominal: usize) -> usize {
 
 /// One of the five official model variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Variant {
+    // explicit names: `rename_all = "snake_case"` would give `small16k`, not the official
+    // `small_16k` that the CLI, the element and file names use
+    #[serde(rename = "small_16k")]
     Small16k,
+    #[serde(rename = "small_44k")]
     Small44k,
+    #[serde(rename = "medium_44k")]
     Medium44k,
+    #[serde(rename = "large_44k")]
     Large44k,
+    #[serde(rename = "large_44k_v2")]
     Large44kV2,
 }
 
@@ -416,6 +422,12 @@ mod tests {
         assert_eq!(swiglu_hidden(512), 512);
         for v in Variant::ALL {
             assert_eq!(Variant::parse(v.name()).unwrap(), v);
+            // serde (mmaudio.json) uses the same names
+            assert_eq!(serde_json::to_value(v).unwrap(), v.name());
+            assert_eq!(
+                serde_json::from_value::<Variant>(v.name().into()).unwrap(),
+                v
+            );
             assert_eq!(v.net_config().latent_dim, v.mode().latent_dim());
         }
         assert!(

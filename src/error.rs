@@ -41,6 +41,22 @@ pub enum Error {
     #[error("model file not found: {path} ({what})")]
     MissingFile { path: PathBuf, what: String },
 
+    /// Downloading weights failed; the message names every URL that failed and where to
+    /// place the files by hand.
+    #[error("{0}")]
+    Fetch(String),
+
+    /// A file's content does not match its reference checksum.
+    #[error("checksum mismatch for {path}: expected {algo} {expected}, got {actual}{hint}")]
+    Checksum {
+        path: PathBuf,
+        algo: String,
+        expected: String,
+        actual: String,
+        /// Extra explanation (what the file looks like, what to do).
+        hint: String,
+    },
+
     /// Invalid argument or configuration.
     #[error("{0}")]
     Config(String),

@@ -18,6 +18,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod features;
+pub mod fetch;
 pub mod generator;
 pub mod mel;
 pub mod model_dir;

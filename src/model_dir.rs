@@ -15,7 +15,12 @@
 //!   ext_weights/DFN5B-CLIP-ViT-H-14-384/           CLIP (open_clip)
 //!       open_clip_model.safetensors | open_clip_pytorch_model.bin
 //!   mmaudio.json                                   optional manifest (see [`Manifest`])
+//!   .mmaudio-checksums.json                        verified sums (`crate::weights::checksums`)
 //! ```
+//!
+//! [`official_files`] lists, per variant, every file with its source (Hugging Face or the
+//! official GitHub release) and official MD5; `crate::fetch` downloads them and
+//! `crate::weights::check` verifies a folder.
 //!
 //! Every file may also sit directly in `<model-dir>`, and each official `.pth`/`.pt`/`.bin`
 //! may be replaced by a safetensors conversion with the same stem (optionally suffixed
@@ -155,6 +160,232 @@ pub fn official_key(variant: Variant, c: Component) -> Option<&'static str> {
         (Component::Vocoder, _) => Some("generator"),
         _ => None,
     }
+}
+
+/// Hugging Face repository of the flow networks (`weights/mmaudio_<variant>.pth`).
+pub const HF_MMAUDIO_REPO: &str = "hkchengrex/MMAudio";
+/// Hugging Face repository of the 44.1 kHz vocoder.
+pub const HF_BIGVGAN_V2_REPO: &str = "nvidia/bigvgan_v2_44khz_128band_512x";
+/// Hugging Face repository of the CLIP model (the name the official code uses; the Hub
+/// redirects it if the repository was renamed).
+pub const HF_CLIP_REPO: &str = "apple/DFN5B-CLIP-ViT-H-14-384";
+/// Base URL of the official GitHub release holding the VAEs, the 16 kHz vocoder and
+/// Synchformer.
+pub const RELEASE_BASE_URL: &str = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1";
+
+/// Where an official file is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file of a Hugging Face model repository (branch `main`).
+    HuggingFace { repo: String, file: String },
+    /// An asset of the official MMAudio GitHub release (v0.1).
+    Release { file: String },
+}
+
+/// What a file of the model folder is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// The weights of a component.
+    Weights,
+    /// A configuration file published next to the weights (BigVGAN-v2 `config.json`,
+    /// open_clip `open_clip_config.json`).
+    Config,
+}
+
+/// One file the official layout holds, where it comes from and how to verify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfficialFile {
+    pub component: Component,
+    pub role: FileRole,
+    /// Path relative to the model folder (official layout).
+    pub rel_path: PathBuf,
+    pub source: Source,
+    /// Published MD5 (`mmaudio/utils/download_utils.py`); `None` for the Hugging Face files
+    /// of other projects, which are verified against the SHA-256 the Hub reports.
+    pub md5: Option<String>,
+    /// Approximate size in bytes (for messages; the server's size is authoritative).
+    pub approx_size: u64,
+    /// Another file to fetch instead if the source does not have this one (HTTP 404), as
+    /// open_clip falls back from `open_clip_model.safetensors` to
+    /// `open_clip_pytorch_model.bin`.
+    pub fallback: Option<Box<OfficialFile>>,
+}
+
+impl OfficialFile {
+    /// File name without folders.
+    pub fn file_name(&self) -> String {
+        self.rel_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Official MD5 sums of `mmaudio/utils/download_utils.py` (hkchengrex/MMAudio @ 974010a).
+pub const OFFICIAL_MD5: [(&str, &str); 9] = [
+    ("mmaudio_small_16k.pth", "af93cde404179f58e3919ac085b8033b"),
+    ("mmaudio_small_44k.pth", "babd74c884783d13701ea2820a5f5b6d"),
+    ("mmaudio_medium_44k.pth", "5a56b6665e45a1e65ada534defa903d0"),
+    ("mmaudio_large_44k.pth", "fed96c325a6785b85ce75ae1aafd2673"),
+    (
+        "mmaudio_large_44k_v2.pth",
+        "01ad4464f049b2d7efdaa4c1a59b8dfe",
+    ),
+    ("v1-16.pth", "69f56803f59a549a1a507c93859fd4d7"),
+    ("best_netG.pt", "eeaf372a38a9c31c362120aba2dde292"),
+    ("v1-44.pth", "fab020275fa44c6589820ce025191600"),
+    (
+        "synchformer_state_dict.pth",
+        "5b2f5594b0730f70e41e549b7c94390c",
+    ),
+];
+
+/// SHA-256 sums of Hugging Face files that were published at some revision (from the Hub's
+/// Git LFS details). A file matching one of them is verified without network access; a file
+/// matching none is not necessarily wrong (the repository may have been updated) and is
+/// verified against the Hub by `mmaudio fetch-weights`.
+pub const KNOWN_HUB_SHA256: [(&str, &str, &str); 2] = [
+    (
+        "bigvgan_generator.pt",
+        "d9fe7ec6bd0b44ed9d66973d5012d8181c1570b01e5c72df51973e241dccd357",
+        "nvidia/bigvgan_v2_44khz_128band_512x, revision v2.4 (68eac6e)",
+    ),
+    (
+        "bigvgan_generator.pt",
+        "b42626076b2d905942150f55015455d0fc963e58794b6532b90b3e4bba34bc97",
+        "nvidia/bigvgan_v2_44khz_128band_512x, first upload (ef68881; later kept as bigvgan_generator_3msteps.pt)",
+    ),
+];
+
+/// The official MD5 of a file name, if it is one of the official MMAudio files.
+pub fn official_md5(file_name: &str) -> Option<&'static str> {
+    OFFICIAL_MD5
+        .iter()
+        .find(|(n, _)| *n == file_name)
+        .map(|(_, m)| *m)
+}
+
+/// The official file whose MD5 is `md5`, if any (to say "this is mmaudio_small_44k.pth").
+pub fn official_name_of_md5(md5: &str) -> Option<&'static str> {
+    OFFICIAL_MD5
+        .iter()
+        .find(|(_, m)| m.eq_ignore_ascii_case(md5))
+        .map(|(n, _)| *n)
+}
+
+/// Every file a variant needs, in the official layout, with its source and reference sum.
+pub fn official_files(variant: Variant) -> Vec<OfficialFile> {
+    const MB: u64 = 1_000_000;
+    let hf = |repo: &str, file: &str| Source::HuggingFace {
+        repo: repo.into(),
+        file: file.into(),
+    };
+    let rel = |file: &str| Source::Release { file: file.into() };
+    let entry = |component, role, rel_path: PathBuf, source, approx_size| {
+        let name = rel_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        OfficialFile {
+            component,
+            role,
+            md5: official_md5(&name).map(str::to_string),
+            rel_path,
+            source,
+            approx_size,
+            fallback: None,
+        }
+    };
+    let net_size = match variant {
+        Variant::Small16k | Variant::Small44k => 601 * MB,
+        Variant::Medium44k => 2_400 * MB,
+        Variant::Large44k | Variant::Large44kV2 => 3_900 * MB,
+    };
+    let mut out = vec![entry(
+        Component::Net,
+        FileRole::Weights,
+        official_path(variant, Component::Net),
+        hf(HF_MMAUDIO_REPO, &format!("weights/{}", variant.net_file())),
+        net_size,
+    )];
+    let vae_size = match variant.mode() {
+        Mode::Khz16 => 655 * MB,
+        Mode::Khz44 => 1_200 * MB,
+    };
+    out.push(entry(
+        Component::Vae,
+        FileRole::Weights,
+        official_path(variant, Component::Vae),
+        rel(variant.vae_file()),
+        vae_size,
+    ));
+    match variant.mode() {
+        Mode::Khz16 => out.push(entry(
+            Component::Vocoder,
+            FileRole::Weights,
+            official_path(variant, Component::Vocoder),
+            rel("best_netG.pt"),
+            429 * MB,
+        )),
+        Mode::Khz44 => {
+            out.push(entry(
+                Component::Vocoder,
+                FileRole::Weights,
+                official_path(variant, Component::Vocoder),
+                hf(HF_BIGVGAN_V2_REPO, "bigvgan_generator.pt"),
+                489 * MB,
+            ));
+            out.push(entry(
+                Component::Vocoder,
+                FileRole::Config,
+                Path::new("ext_weights")
+                    .join(BIGVGAN_V2_DIR)
+                    .join("config.json"),
+                hf(HF_BIGVGAN_V2_REPO, "config.json"),
+                2_000,
+            ));
+        }
+    }
+    out.push(entry(
+        Component::Synchformer,
+        FileRole::Weights,
+        official_path(variant, Component::Synchformer),
+        rel(crate::config::SYNCHFORMER_FILE),
+        907 * MB,
+    ));
+    let mut clip = entry(
+        Component::Clip,
+        FileRole::Weights,
+        official_path(variant, Component::Clip),
+        hf(HF_CLIP_REPO, "open_clip_model.safetensors"),
+        3_950 * MB,
+    );
+    clip.fallback = Some(Box::new(entry(
+        Component::Clip,
+        FileRole::Weights,
+        Path::new("ext_weights")
+            .join(CLIP_DIR)
+            .join("open_clip_pytorch_model.bin"),
+        hf(HF_CLIP_REPO, "open_clip_pytorch_model.bin"),
+        3_950 * MB,
+    )));
+    out.push(clip);
+    out.push(entry(
+        Component::Clip,
+        FileRole::Config,
+        Path::new("ext_weights")
+            .join(CLIP_DIR)
+            .join("open_clip_config.json"),
+        hf(HF_CLIP_REPO, "open_clip_config.json"),
+        1_000,
+    ));
+    out
+}
+
+/// Whether `path` (a resolved component file) is the official file itself rather than a
+/// conversion or an alternative (compared by file name).
+pub fn is_official_name(variant: Variant, c: Component, path: &Path) -> bool {
+    official_path(variant, c).file_name() == path.file_name()
 }
 
 /// A resolved model folder.

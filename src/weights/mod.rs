@@ -6,6 +6,8 @@
 //! read, so a loader can reject files that hold tensors the configured model does not have
 //! (the equivalent of PyTorch's `load_state_dict(strict=True)`).
 
+pub mod check;
+pub mod checksums;
 mod pth_write;
 pub mod random;
 

@@ -21,6 +21,40 @@ struct Cli {
 enum Cmd {
     /// Measure speed and memory at real model size with random weights.
     Bench(BenchArgs),
+    /// Download the official weights a variant needs into a model folder (resumable,
+    /// checksum-verified, idempotent).
+    FetchWeights(FetchWeightsArgs),
+    /// Verify a model folder: every component present, checksums, and that each file holds
+    /// the component the variant needs.
+    CheckWeights(CheckWeightsArgs),
+}
+
+#[derive(clap::Args)]
+struct FetchWeightsArgs {
+    /// Model variant (small_16k, small_44k, medium_44k, large_44k, large_44k_v2).
+    #[arg(long)]
+    variant: Variant,
+    /// Model folder (official layout: weights/, ext_weights/); created if absent.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Only print each URL and the exact path it belongs at (to place files by hand).
+    #[arg(long)]
+    list: bool,
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(clap::Args)]
+struct CheckWeightsArgs {
+    /// Model folder.
+    dir: PathBuf,
+    /// Model variant (default: the one named by the folder's mmaudio.json).
+    #[arg(long)]
+    variant: Option<Variant>,
+    /// Also load every tensor of the network (slow for the large variants).
+    #[arg(long)]
+    full: bool,
 }
 
 #[derive(clap::Args)]
@@ -63,7 +97,61 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Bench(a) => cmd_bench(a),
+        Cmd::FetchWeights(a) => cmd_fetch_weights(a),
+        Cmd::CheckWeights(a) => cmd_check_weights(a),
     }
+}
+
+fn cmd_fetch_weights(a: FetchWeightsArgs) -> Result<()> {
+    use mmaudio::fetch::{self, FetchOptions};
+    use std::io::IsTerminal;
+    let log: fetch::Log = std::sync::Arc::new(|m: &str| eprintln!("{m}"));
+    let opts = FetchOptions {
+        progress: !a.no_progress && std::io::stderr().is_terminal(),
+        log: Some(log.clone()),
+        ..FetchOptions::default()
+    };
+    if a.list {
+        print!(
+            "{}",
+            fetch::plan_listing(&a.dir, a.variant, &opts.endpoints)
+        );
+        return Ok(());
+    }
+    let shown = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
+    eprintln!("fetching {} into {}", a.variant, shown.display());
+    fetch::fetch_variant(&a.dir, a.variant, &opts)?;
+    let report = mmaudio::weights::check::check_weights(
+        &a.dir,
+        Some(a.variant),
+        &mmaudio::weights::check::CheckOptions {
+            full: false,
+            log: Some(log),
+        },
+    )?;
+    print!("{}", report.render());
+    if !report.ok() {
+        anyhow::bail!(
+            "the files were fetched but {} has {} problem(s) (see above)",
+            shown.display(),
+            report.errors()
+        );
+    }
+    Ok(())
+}
+
+fn cmd_check_weights(a: CheckWeightsArgs) -> Result<()> {
+    use mmaudio::weights::check::{CheckOptions, check_weights};
+    let opts = CheckOptions {
+        full: a.full,
+        log: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
+    };
+    let report = check_weights(&a.dir, a.variant, &opts)?;
+    print!("{}", report.render());
+    if !report.ok() {
+        anyhow::bail!("{} error(s) in {}", report.errors(), a.dir.display());
+    }
+    Ok(())
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
