@@ -101,6 +101,33 @@ impl AudioDecoder {
         Self::from_parts(mode, vae, vocoder)
     }
 
+    /// Load with explicit VAE and vocoder hyper-parameters (e.g. from a model folder's
+    /// manifest).
+    pub fn load_with_configs(
+        mode: Mode,
+        vae_cfg: &VaeConfig,
+        vae_path: &Path,
+        vocoder_cfg: &BigVganConfig,
+        vocoder_path: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let vae = Vae::load(vae_cfg, vae_path, VaeParts::DECODER, dtype, device)?;
+        let wf = Arc::new(open_vocoder(vocoder_path)?);
+        let vocoder = BigVgan::new(vocoder_cfg, wf.var_builder(dtype, device))
+            .map_err(|e| wf.wrap_error(e))?;
+        wf.check_all_used("the BigVGAN vocoder", |_| false)?;
+        if vocoder_cfg.hop_length() != mode.hop_length() {
+            return Err(Error::config(format!(
+                "vocoder {} has hop {}, but {mode} audio needs hop {}",
+                vocoder_path.display(),
+                vocoder_cfg.hop_length(),
+                mode.hop_length()
+            )));
+        }
+        Self::from_parts(mode, vae, vocoder)
+    }
+
     /// Build from `VarBuilder`s (checkpoint files, or a `VarMap` for random weights at real
     /// shapes). `vae_vb` is rooted at the VAE state dict, `vocoder_vb` at the generator's.
     pub fn from_var_builders(

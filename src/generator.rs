@@ -147,10 +147,7 @@ pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
             what: "MMAudio model directory".into(),
         });
     }
-    Err(Error::config(format!(
-        "MMAudio generator loading is not wired yet (model directory {})",
-        opts.model_dir.display()
-    )))
+    Ok(Box::new(crate::generate::load(opts, &mut |_| {})?))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ const CLIP_ACT: f64 = 256.0;
 const KERNEL: usize = 3;
 
 /// Constructor arguments of the official `VAE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VaeConfig {
     pub data_dim: usize,
     pub embed_dim: usize,

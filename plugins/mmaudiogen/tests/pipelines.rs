@@ -7,11 +7,12 @@
 //!   check sample counts and timestamps).
 //! * Out-of-process: `gst-inspect-1.0` and `gst-launch-1.0` against the built
 //!   `libgstmmaudio.so` (GST_PLUGIN_PATH = the target directory, fresh GST_REGISTRY).
-//!   Without a model they check the documentation and the missing-model ERROR. The
-//!   `#[ignore]`d `gst_launch_with_test_model` runs the real generator once the test model
-//!   exists: `mmaudio make-test-model <dir>`, then
+//!   Without a model they check the documentation and the missing-model ERROR;
+//!   `gst_launch_with_test_model` runs the real generator on a tiny random model written by
+//!   `mmaudio::test_model` (what `mmaudio make-test-model <dir>` writes). Against another
+//!   model folder:
 //!   `MMAUDIO_TEST_MODEL_DIR=<dir> [MMAUDIO_TEST_MODEL_VARIANT=small-16k]
-//!    cargo test --release -p gst-plugin-mmaudio --test pipelines -- --ignored`.
+//!    cargo test --release -p gst-plugin-mmaudio --test pipelines`.
 
 // `mmaudio::Error` (returned by the generator closures) is large by design.
 #![allow(clippy::result_large_err)]
@@ -311,12 +312,23 @@ fn gst_launch_with_a_missing_model_dir_fails_naming_it() {
     assert!(text.contains("/nonexistent/mmaudio-launch-test"), "{text}");
 }
 
+/// The real generator end to end on the tiny random test model (`mmaudio make-test-model`,
+/// written here), through `gst-launch-1.0`: exact sample counts for 25 fps and 30000/1001
+/// files, with and without an audio track. `MMAUDIO_TEST_MODEL_DIR` (+
+/// `MMAUDIO_TEST_MODEL_VARIANT`) runs it against another model folder instead.
 #[test]
-#[ignore = "needs the test model: MMAUDIO_TEST_MODEL_DIR (mmaudio make-test-model)"]
 fn gst_launch_with_test_model() {
-    let dir = std::env::var("MMAUDIO_TEST_MODEL_DIR").expect("MMAUDIO_TEST_MODEL_DIR");
-    let variant =
-        std::env::var("MMAUDIO_TEST_MODEL_VARIANT").unwrap_or_else(|_| "small-16k".into());
+    let (dir, variant) = match std::env::var("MMAUDIO_TEST_MODEL_DIR") {
+        Ok(d) => (
+            d,
+            std::env::var("MMAUDIO_TEST_MODEL_VARIANT").unwrap_or_else(|_| "small-16k".into()),
+        ),
+        Err(_) => {
+            let d = scratch_dir("test-model-16k");
+            mmaudio::test_model::write_test_model(&d, mmaudio::Mode::Khz16, 1).unwrap();
+            (d.display().to_string(), "small-16k".to_string())
+        }
+    };
     let rate = if variant.contains("16k") {
         16000
     } else {
@@ -341,7 +353,7 @@ fn gst_launch_with_test_model() {
                 "mmaudiogen".into(),
                 format!("model-dir={dir}"),
                 format!("variant={variant}"),
-                "num-steps=2".into(),
+                "num-steps=3".into(),
                 "!".into(),
                 "audioconvert".into(),
                 "!".into(),

@@ -27,6 +27,50 @@ enum Cmd {
     /// Verify a model folder: every component present, checksums, and that each file holds
     /// the component the variant needs.
     CheckWeights(CheckWeightsArgs),
+    /// Write a complete tiny model folder with random weights (every component, official
+    /// formats and layout, plus an mmaudio.json manifest). It produces noise; it exists so
+    /// tests and CI can run the whole pipeline in seconds.
+    MakeTestModel(MakeTestModelArgs),
+    /// Generate audio for a window of frames from a raw-video stand-in, without GStreamer:
+    /// a quick check that a model folder works end to end.
+    Selftest(SelftestArgs),
+}
+
+#[derive(clap::Args)]
+struct MakeTestModelArgs {
+    /// Folder to write (created if needed).
+    dir: PathBuf,
+    /// Audio mode: 16k or 44k.
+    #[arg(long, default_value = "16k")]
+    mode: String,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct SelftestArgs {
+    /// Model folder.
+    #[arg(long)]
+    model_dir: PathBuf,
+    /// Variant (defaults to the folder's manifest).
+    #[arg(long)]
+    variant: Option<Variant>,
+    /// Seconds of audio.
+    #[arg(long, default_value_t = 8.0)]
+    duration: f64,
+    /// Euler steps.
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    /// Text prompt.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// auto, f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    precision: String,
 }
 
 #[derive(clap::Args)]
@@ -99,7 +143,73 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::FetchWeights(a) => cmd_fetch_weights(a),
         Cmd::CheckWeights(a) => cmd_check_weights(a),
+        Cmd::MakeTestModel(a) => {
+            let mode = Mode::parse(&a.mode)?;
+            mmaudio::test_model::write_test_model(&a.dir, mode, a.seed)?;
+            println!(
+                "wrote a tiny random {mode} test model to {}",
+                a.dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Selftest(a) => cmd_selftest(a),
     }
+}
+
+fn cmd_selftest(a: SelftestArgs) -> Result<()> {
+    use mmaudio::generator::{GenerationParams, VideoFrame, WindowRequest};
+    let dir = mmaudio::model_dir::ModelDir::open(&a.model_dir)?;
+    let variant = dir.variant(a.variant)?;
+    let device = mmaudio::device::select_device(&a.device)?;
+    let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
+    let t = std::time::Instant::now();
+    let model =
+        mmaudio::generate::MmAudio::load(&dir, variant, &device, dtype, &mut |m| eprintln!("{m}"))?;
+    eprintln!("loaded in {:.2} s", t.elapsed().as_secs_f64());
+    // a moving gradient at 25 fps
+    let (w, h) = (64usize, 48usize);
+    let n = (a.duration * 25.0).ceil() as usize;
+    let frames: Vec<VideoFrame> = (0..n)
+        .map(|i| {
+            let data: Vec<u8> = (0..w * h * 3)
+                .map(|j| ((j / 3 % w + 4 * i) % 256) as u8)
+                .collect();
+            VideoFrame {
+                pts: i as f64 / 25.0,
+                width: w,
+                height: h,
+                data: std::sync::Arc::new(data),
+            }
+        })
+        .collect();
+    let req = WindowRequest {
+        index: 0,
+        start: 0.0,
+        duration: a.duration,
+        frames,
+        params: GenerationParams {
+            prompt: a.prompt,
+            num_steps: a.steps,
+            ..Default::default()
+        },
+    };
+    let t = std::time::Instant::now();
+    let audio = model.generate_window(&req, &mmaudio::generator::Cancel::new(), None)?;
+    let secs = t.elapsed().as_secs_f64();
+    let peak = audio.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let timings = model.last_timings.lock().unwrap().unwrap_or_default();
+    println!(
+        "{} samples at {} Hz ({:.3} s) in {secs:.2} s (preprocess {:.2} s, features {:.2} s, sampling {:.2} s, decode {:.2} s); peak {peak:.3}",
+        audio.len(),
+        model.sample_rate(),
+        audio.len() as f64 / model.sample_rate() as f64,
+        timings.preprocess_s,
+        timings.features_s,
+        timings.sampling_s,
+        timings.decode_s
+    );
+    anyhow::ensure!(audio.iter().all(|x| x.is_finite()), "non-finite samples");
+    Ok(())
 }
 
 fn cmd_fetch_weights(a: FetchWeightsArgs) -> Result<()> {

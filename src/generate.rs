@@ -1,0 +1,340 @@
+//! The complete MMAudio generator: one window of frames (+ prompt) → one window of audio.
+//!
+//! Composes, per window: frame picking at 8 and 25 fps ([`crate::features::frames`]),
+//! preprocessing, CLIP image features, Synchformer features, CLIP text features of the
+//! prompt and negative prompt (cached), the flow sampler ([`crate::sampler`]) and the audio
+//! decoder (VAE + vocoder). Conditions are computed once per window and reused by every
+//! sampler step. Paths as in the official `demo.py`:
+//!
+//! * video-to-audio: CLIP + Synchformer features of the window's frames and the prompt;
+//! * `mask_away_clip`: the CLIP stream is replaced by the learned empty tokens;
+//! * text-to-audio (no frames): both visual streams are the learned empty tokens.
+//!
+//! As in `demo.py`, the prompt and the negative prompt are always encoded with CLIP (the
+//! empty string included), and the negative prompt drives the unconditional branch.
+//!
+//! The initial noise comes from our own seeded generator ([`crate::rng`]); seeds do not
+//! reproduce PyTorch's noise.
+
+use crate::NetConfig;
+use crate::audio_decoder::AudioDecoder;
+use crate::config::{CLIP_FPS, MIN_DURATION_S, Mode, SYNC_FPS, SequenceConfig, Variant};
+use crate::error::{Error, Result};
+use crate::features::clip::{Clip, ClipConfig};
+use crate::features::frames::plan_frames;
+use crate::features::preprocess;
+use crate::features::synchformer::{Synchformer, SynchformerConfig};
+use crate::features::tokenizer::ClipTokenizer;
+use crate::generator::{AudioGenerator, Cancel, LoadOptions, VideoFrame, WindowRequest};
+use crate::model_dir::{Component, ModelDir, ResolvedFile};
+use crate::net::MmAudioNet;
+use crate::rng::Rng;
+use crate::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_latents};
+use crate::vae::VaeConfig;
+use crate::vocoder::BigVganConfig;
+use crate::weights::WeightFile;
+use candle_core::{DType, Device, Tensor};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Prompts whose CLIP text features are kept.
+const TEXT_CACHE: usize = 16;
+
+/// Every model of MMAudio, loaded on one device.
+pub struct MmAudio {
+    pub variant: Variant,
+    pub mode: Mode,
+    pub device: Device,
+    pub dtype: DType,
+    pub net: MmAudioNet,
+    pub decoder: AudioDecoder,
+    pub clip: Clip,
+    pub synchformer: Synchformer,
+    text_cache: Mutex<VecDeque<(String, Tensor)>>,
+    /// Timings of the last window, seconds (features, sampling, decoding).
+    pub last_timings: Mutex<Option<WindowTimings>>,
+}
+
+/// Where the time of one window went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowTimings {
+    pub preprocess_s: f64,
+    pub features_s: f64,
+    pub sampling_s: f64,
+    pub decode_s: f64,
+}
+
+fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) -> Result<Option<T>> {
+    match &r.config {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+            Error::config(format!(
+                "manifest config of the {what} ({}): {e}",
+                r.path.display()
+            ))
+        }),
+    }
+}
+
+impl MmAudio {
+    /// Load every component from a model folder. `progress` gets a line per component.
+    pub fn load(
+        dir: &ModelDir,
+        variant: Variant,
+        device: &Device,
+        dtype: DType,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        let mode = dir.mode(variant);
+        let files = dir.resolve_all(variant)?;
+        let get = |c: Component| files.iter().find(|f| f.component == c).cloned().unwrap();
+
+        let net_file = get(Component::Net);
+        progress(&format!("loading flow network {}", net_file.path.display()));
+        let net_cfg: NetConfig =
+            parse_config(&net_file, "flow network")?.unwrap_or_else(|| variant.net_config());
+        let net = MmAudioNet::load_file(&net_file.path, &net_cfg, dtype, device)?;
+
+        let vae_file = get(Component::Vae);
+        let voc_file = get(Component::Vocoder);
+        progress(&format!(
+            "loading VAE {} and vocoder {}",
+            vae_file.path.display(),
+            voc_file.path.display()
+        ));
+        let vae_cfg: VaeConfig =
+            parse_config(&vae_file, "VAE")?.unwrap_or_else(|| VaeConfig::for_mode(mode));
+        let voc_cfg: BigVganConfig = match parse_config(&voc_file, "vocoder")? {
+            Some(c) => c,
+            None => AudioDecoder::vocoder_config_for(mode, &voc_file.path)?,
+        };
+        let decoder = AudioDecoder::load_with_configs(
+            mode,
+            &vae_cfg,
+            &vae_file.path,
+            &voc_cfg,
+            &voc_file.path,
+            dtype,
+            device,
+        )?;
+
+        let clip_file = get(Component::Clip);
+        progress(&format!("loading CLIP {}", clip_file.path.display()));
+        let clip_cfg = match &clip_file.config {
+            Some(v) => ClipConfig::from_open_clip_json(v)?,
+            None => {
+                let json = clip_file.path.with_file_name("open_clip_config.json");
+                if json.is_file() {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&std::fs::read_to_string(&json)?)
+                            .map_err(|e| Error::config(format!("{}: {e}", json.display())))?;
+                    ClipConfig::from_open_clip_json(&v)?
+                } else {
+                    ClipConfig::dfn5b_vit_h_14_384()
+                }
+            }
+        };
+        let clip = Clip::load(&clip_file.path, &clip_cfg, dtype, device)?;
+
+        let sync_file = get(Component::Synchformer);
+        progress(&format!("loading Synchformer {}", sync_file.path.display()));
+        let sync_cfg: SynchformerConfig = match &sync_file.config {
+            Some(v) => SynchformerConfig::from_motionformer_cfg(v)?,
+            None => SynchformerConfig::base(),
+        };
+        let synchformer = Synchformer::load(
+            &Arc::new(WeightFile::open(&sync_file.path)?),
+            &sync_cfg,
+            dtype,
+            device,
+        )?;
+
+        let me = Self {
+            variant,
+            mode,
+            device: device.clone(),
+            dtype,
+            net,
+            decoder,
+            clip,
+            synchformer,
+            text_cache: Mutex::new(VecDeque::new()),
+            last_timings: Mutex::new(None),
+        };
+        me.check_dims()?;
+        Ok(me)
+    }
+
+    /// The feature widths of the encoders must be what the network was trained on.
+    fn check_dims(&self) -> Result<()> {
+        let cfg = &self.net.cfg;
+        let clip_dim = self.clip.vision.embed_dim();
+        let text_dim = self.clip.text.config().width;
+        let sync_dim = self.synchformer.config().embed_dim;
+        if (clip_dim, text_dim, sync_dim) != (cfg.clip_dim, cfg.text_dim, cfg.sync_dim) {
+            return Err(Error::config(format!(
+                "feature encoders give clip {clip_dim} / text {text_dim} / sync {sync_dim} features, \
+                 the network expects {} / {} / {}",
+                cfg.clip_dim, cfg.text_dim, cfg.sync_dim
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.mode.sampling_rate()
+    }
+
+    /// CLIP text features `(1, 77, D)` of a prompt, cached.
+    pub fn text_features(&self, prompt: &str) -> Result<Tensor> {
+        if let Some((_, t)) = self
+            .text_cache
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| p == prompt)
+        {
+            return Ok(t.clone());
+        }
+        let ids = ClipTokenizer::shared().tokenize_batch(&[prompt], &self.device)?;
+        let f = self.clip.text.encode_ids(&ids)?;
+        let mut c = self.text_cache.lock().unwrap();
+        if c.len() >= TEXT_CACHE {
+            c.pop_front();
+        }
+        c.push_back((prompt.to_string(), f.clone()));
+        Ok(f)
+    }
+
+    /// Frame indices for the 8 fps and 25 fps streams of a window of `duration`, holding the
+    /// last frame when the frames end before the window does.
+    pub fn pick_frames(frames: &[VideoFrame], duration: f64) -> Result<(Vec<usize>, Vec<usize>)> {
+        let times: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        let plan = plan_frames(&times, duration)?;
+        let n_clip = (duration * CLIP_FPS) as usize;
+        let n_sync = (duration * SYNC_FPS) as usize;
+        let pad = |mut v: Vec<usize>, n: usize| -> Vec<usize> {
+            let last = v.last().copied().unwrap_or(0);
+            v.truncate(n);
+            v.resize(n, last);
+            v
+        };
+        Ok((
+            pad(plan.clip.indices, n_clip),
+            pad(plan.sync.indices, n_sync),
+        ))
+    }
+
+    /// Generate one window. `observer` sees every sampler step.
+    pub fn generate_window(
+        &self,
+        req: &WindowRequest,
+        cancel: &Cancel,
+        observer: Option<&mut dyn FnMut(&StepRecord)>,
+    ) -> Result<Vec<f32>> {
+        let rate = self.sample_rate();
+        let want = req.num_samples(rate);
+        if !(req.duration.is_finite() && req.duration > 0.0) {
+            return Err(Error::input(format!(
+                "invalid window duration {} s",
+                req.duration
+            )));
+        }
+        // the sync stream needs one 16-frame segment: generate at least that long, trim after
+        let duration = req.duration.max(MIN_DURATION_S);
+        let seq = SequenceConfig::new(duration, self.mode);
+        let p = &req.params;
+        let mut timings = WindowTimings::default();
+        let t0 = Instant::now();
+
+        let (clip_f, sync_f, lens) = if req.frames.is_empty() {
+            (None, None, SeqLens::from(seq))
+        } else {
+            let (ci, si) = Self::pick_frames(&req.frames, duration)?;
+            let clip_in = if p.mask_away_clip {
+                None
+            } else {
+                Some(preprocess::clip_frames(&req.frames, &ci, &self.device)?)
+            };
+            let sync_in = preprocess::sync_frames(&req.frames, &si, &self.device)?;
+            timings.preprocess_s = t0.elapsed().as_secs_f64();
+            cancel.check()?;
+            let t1 = Instant::now();
+            let clip_f = match clip_in {
+                Some(x) => Some(
+                    self.clip
+                        .vision
+                        .encode_video(&x.to_dtype(self.dtype)?.unsqueeze(0)?)?,
+                ),
+                None => None,
+            };
+            cancel.check()?;
+            let sync_f = self
+                .synchformer
+                .encode_video(&sync_in.to_dtype(self.dtype)?.unsqueeze(0)?)?;
+            timings.features_s = t1.elapsed().as_secs_f64();
+            let lens = SeqLens {
+                latent: seq.latent_seq_len(),
+                clip: ci.len(),
+                sync: sync_f.dim(1)?,
+            };
+            (clip_f, Some(sync_f), lens)
+        };
+        cancel.check()?;
+        let t2 = Instant::now();
+        let text = self.text_features(&p.prompt)?;
+        let negative = self.text_features(&p.negative_prompt)?;
+        let features = FeatureSet {
+            clip: clip_f,
+            sync: sync_f,
+            text: Some(text),
+            negative_text: Some(negative),
+        };
+        let x0 =
+            Rng::new(p.seed).randn(&[1, lens.latent, self.net.cfg.latent_dim], &self.device)?;
+        let sampler = EulerSampler::new(p.num_steps, p.cfg_strength);
+        let latents = generate_latents(
+            &self.net,
+            &sampler,
+            &features,
+            lens,
+            &x0,
+            Some(cancel),
+            observer,
+        )?;
+        timings.sampling_s = t2.elapsed().as_secs_f64();
+        cancel.check()?;
+        let t3 = Instant::now();
+        let wav = self.decoder.decode(&latents.to_dtype(self.dtype)?)?;
+        let mut samples: Vec<f32> = wav.get(0)?.to_dtype(DType::F32)?.to_vec1()?;
+        timings.decode_s = t3.elapsed().as_secs_f64();
+        *self.last_timings.lock().unwrap() = Some(timings);
+        if samples.len() < want {
+            return Err(Error::input(format!(
+                "decoder produced {} samples for {:.3} s, expected at least {want}",
+                samples.len(),
+                req.duration
+            )));
+        }
+        samples.truncate(want);
+        Ok(samples)
+    }
+}
+
+impl AudioGenerator for MmAudio {
+    fn sample_rate(&self) -> u32 {
+        MmAudio::sample_rate(self)
+    }
+    fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>> {
+        self.generate_window(req, cancel, None)
+    }
+}
+
+/// Load the generator described by element/CLI options.
+pub fn load(opts: &LoadOptions, progress: &mut dyn FnMut(&str)) -> Result<MmAudio> {
+    let dir = ModelDir::open(&opts.model_dir)?;
+    let device = crate::device::select_device(&opts.device)?;
+    let dtype = crate::device::select_dtype(&opts.precision, &device)?;
+    MmAudio::load(&dir, opts.variant, &device, dtype, progress)
+}
