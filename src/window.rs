@@ -258,12 +258,16 @@ pub struct WindowPlanner {
     reached: u64,
     next_index: u64,
     dropped: u64,
+    /// Constant frame rate of the stream, if known: frame times are then recovered exactly
+    /// from the nanosecond timestamps (see [`crate::features::frames::frame_time_from_ns`]).
+    framerate: Option<(u32, u32)>,
 }
 
 impl WindowPlanner {
     pub fn new(cfg: WindowConfig) -> Self {
         Self {
             cfg,
+            framerate: None,
             params: GenerationParams::default(),
             text_only: false,
             origin: None,
@@ -285,6 +289,15 @@ impl WindowPlanner {
     /// `params.seed + k`, so windows differ but a stream is reproducible.
     pub fn set_params(&mut self, params: GenerationParams) {
         self.params = params;
+    }
+
+    /// The stream's constant frame rate (`None` or `0/1` for variable rate). With it, the
+    /// frame times handed to the generator are the exact rational frame times (relative to
+    /// the window start), as the official reader computes them from the container's pts,
+    /// instead of differences of rounded nanoseconds — this decides ties between a frame
+    /// and an 8/25 fps slot the same way the official code does.
+    pub fn set_framerate(&mut self, framerate: Option<(u32, u32)>) {
+        self.framerate = framerate.filter(|&(n, d)| n > 0 && d > 0);
     }
 
     /// Plan windows without frames (text-to-audio) from now on; frames still set the
@@ -426,7 +439,11 @@ impl WindowPlanner {
                 if self.at_or_after(f.pts, start + len) {
                     break;
                 }
-                let rel = (f.pts - origin) as f64 / NS_PER_S as f64 - start_rel_s;
+                let rel = crate::features::frames::relative_frame_time(
+                    (f.pts - origin) as i64,
+                    samples_to_ns(start, rate) as i64,
+                    self.framerate,
+                );
                 frames.push(VideoFrame {
                     pts: rel.max(0.0),
                     width: f.width,
@@ -685,6 +702,36 @@ mod tests {
         (0..n)
             .map(|i| frame(t0 + ts(i), with_duration.then(|| ts(i + 1) - ts(i))))
             .collect()
+    }
+
+    /// With the frame rate known, frame times are the exact rational times (relative to the
+    /// window start) that the official reader would compute from the container pts.
+    #[test]
+    fn exact_relative_frame_times_at_ntsc_rates() {
+        use crate::features::frames::ratio_to_f64;
+        let cfg = WindowConfig::from_millis(16000, 8000, 1000).unwrap();
+        for &(num, den) in &[(30000u64, 1001u64), (24000, 1001), (25, 1)] {
+            let mut p = WindowPlanner::new(cfg);
+            p.set_framerate(Some((num as u32, den as u32)));
+            let mut windows = vec![];
+            for f in cfr(0, (16 * num / den) as u64, num, den, true) {
+                for pl in p.push_frame(f) {
+                    if let Planned::Window { request, .. } = pl {
+                        windows.push(request);
+                    }
+                }
+            }
+            assert!(windows.len() >= 2);
+            let w = &windows[1]; // starts at 7 s
+            for f in &w.frames {
+                let pts = u64::from_le_bytes(f.data[..8].try_into().unwrap());
+                // frame index from the GStreamer timestamp, then its exact time
+                let k = ((pts as u128 * num as u128 + (den as u128 * NS_PER_S as u128) / 2)
+                    / (den as u128 * NS_PER_S as u128)) as i128;
+                let exact = ratio_to_f64(k * den as i128 - 7 * num as i128, num as i128);
+                assert_eq!(f.pts, exact.max(0.0), "{num}/{den} frame {k}");
+            }
+        }
     }
 
     /// Independent reference for the `WindowIdGen` output: for each sample, which windows

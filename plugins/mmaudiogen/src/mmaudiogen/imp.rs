@@ -432,7 +432,9 @@ impl MMAudioGen {
             state.window_cfg = Some(cfg);
         }
         let cfg = state.window_cfg.expect("set with the planner");
+        let fps = info.fps();
         let planner = state.planner.as_mut().expect("created above");
+        planner.set_framerate(Some((fps.numer() as u32, fps.denom() as u32)));
         planner.set_params(settings.params());
         planner.set_text_only(settings.text_only);
         let dropped = planner.dropped_frames();
