@@ -326,6 +326,9 @@ impl AudioGenerator for MmAudio {
     fn sample_rate(&self) -> u32 {
         MmAudio::sample_rate(self)
     }
+    fn wants_prepared_frames(&self) -> bool {
+        true
+    }
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>> {
         self.generate_window(req, cancel, None)
     }

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// One decoded video frame: packed RGB24, `width * height * 3` bytes, rows without padding.
+/// One decoded video frame: packed RGB24, `width * height * 3` bytes, rows without padding —
+/// or, when `prepared` is set, only its two model-size versions (then `data` may be empty).
 #[derive(Debug, Clone)]
 pub struct VideoFrame {
     /// Presentation time in seconds, relative to the start of the window it is given in.
@@ -19,6 +20,24 @@ pub struct VideoFrame {
     pub width: usize,
     pub height: usize,
     pub data: Arc<Vec<u8>>,
+    /// The frame already resized for CLIP and Synchformer (see
+    /// [`crate::features::preprocess::prepare_frame`]): done once per frame as it arrives,
+    /// so overlapping windows share the work and only ~0.6 MB per frame is kept whatever
+    /// the video size.
+    pub prepared: Option<Arc<crate::features::preprocess::PreparedFrame>>,
+}
+
+impl VideoFrame {
+    /// A raw packed-RGB24 frame.
+    pub fn rgb(pts: f64, width: usize, height: usize, data: Arc<Vec<u8>>) -> Self {
+        Self {
+            pts,
+            width,
+            height,
+            data,
+            prepared: None,
+        }
+    }
 }
 
 /// Per-window generation settings (the element's properties at the time the window starts).
@@ -107,6 +126,11 @@ impl Cancel {
 pub trait AudioGenerator: Send {
     /// Output sample rate (16 000 or 44 100 for MMAudio).
     fn sample_rate(&self) -> u32;
+    /// Whether this generator wants frames prepared on arrival
+    /// ([`crate::features::preprocess::prepare_frame`]) instead of full-size RGB.
+    fn wants_prepared_frames(&self) -> bool {
+        false
+    }
     /// Generate exactly `req.num_samples(self.sample_rate())` mono samples in [-1, 1].
     /// Returns `Err(Error::Aborted)` if `cancel` fires during the work.
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>>;

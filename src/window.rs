@@ -207,8 +207,10 @@ pub struct TimedFrame {
     pub duration: Option<u64>,
     pub width: usize,
     pub height: usize,
-    /// Packed RGB24, `width * height * 3` bytes.
+    /// Packed RGB24, `width * height * 3` bytes (may be empty when `prepared` is set).
     pub data: Arc<Vec<u8>>,
+    /// The frame already resized for the models (see [`VideoFrame::prepared`]).
+    pub prepared: Option<Arc<crate::features::preprocess::PreparedFrame>>,
 }
 
 /// Where a planned window lies on the output sample axis.
@@ -449,6 +451,7 @@ impl WindowPlanner {
                     width: f.width,
                     height: f.height,
                     data: f.data.clone(),
+                    prepared: f.prepared.clone(),
                 });
             }
         }
@@ -692,6 +695,7 @@ mod tests {
             height: 2,
             // The pts in the payload lets tests identify frames.
             data: Arc::new(pts.to_le_bytes().to_vec()),
+            prepared: None,
         }
     }
 

@@ -36,6 +36,7 @@ fn frames(n: usize) -> Vec<VideoFrame> {
         .collect();
     (0..n)
         .map(|i| VideoFrame {
+            prepared: None,
             pts: i as f64 / SOURCE_FPS,
             width: W,
             height: H,

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::generator::VideoFrame;
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// OpenAI CLIP normalisation, applied by the CLIP encoder as `(x − mean) / std`.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -430,7 +431,72 @@ fn filter_lines_generic(acc: &mut [i32], lines: &[u8], w: &[i32], precision: u32
     }
 }
 
+/// A frame resized once for both models: planar uint8 `(3, 384, 384)` for CLIP and
+/// `(3, 224, 224)` for Synchformer — exactly what [`transform_u8`] would compute from the
+/// full frame.
+#[derive(Debug, Clone)]
+pub struct PreparedFrame {
+    pub clip: Vec<u8>,
+    pub sync: Vec<u8>,
+}
+
+impl PreparedFrame {
+    fn get(&self, t: Transform) -> &[u8] {
+        match t {
+            Transform::Clip => &self.clip,
+            Transform::Sync => &self.sync,
+        }
+    }
+}
+
+/// Resize one packed RGB24 frame for both models (the work [`transform_u8`] would do for
+/// it, done once). Plans are cached per frame size.
+pub fn prepare_frame(width: usize, height: usize, data: &[u8]) -> Result<PreparedFrame> {
+    use std::sync::Mutex;
+    static PLANS: Mutex<Vec<(usize, usize, Arc<(ResizePlan, ResizePlan)>)>> =
+        Mutex::new(Vec::new());
+    let probe = VideoFrame::rgb(0.0, width, height, Arc::new(Vec::new()));
+    if width == 0 || height == 0 || data.len() != width * height * 3 {
+        check_frame(
+            &VideoFrame {
+                data: Arc::new(data.to_vec()),
+                ..probe
+            },
+            0,
+        )?;
+    }
+    let plans = {
+        let mut cache = PLANS.lock().unwrap();
+        match cache.iter().find(|(w, h, _)| *w == width && *h == height) {
+            Some((_, _, p)) => p.clone(),
+            None => {
+                let p = Arc::new((
+                    Transform::Clip.plan(width, height)?,
+                    Transform::Sync.plan(width, height)?,
+                ));
+                if cache.len() >= 8 {
+                    cache.remove(0);
+                }
+                cache.push((width, height, p.clone()));
+                p
+            }
+        }
+    };
+    let mut clip = vec![0u8; plans.0.output_len()];
+    let mut sync = vec![0u8; plans.1.output_len()];
+    let (a, b) = rayon::join(
+        || plans.0.run_u8(data, &mut clip),
+        || plans.1.run_u8(data, &mut sync),
+    );
+    a?;
+    b?;
+    Ok(PreparedFrame { clip, sync })
+}
+
 fn check_frame(f: &VideoFrame, i: usize) -> Result<()> {
+    if f.prepared.is_some() {
+        return Ok(());
+    }
     if f.width == 0 || f.height == 0 {
         return Err(Error::input(format!(
             "frame {i} has an empty size {}x{}",
@@ -480,6 +546,10 @@ pub fn transform_u8(
     let mut plan_of = Vec::with_capacity(uniq.len());
     for &i in &uniq {
         let f = &frames[i];
+        if f.prepared.is_some() {
+            plan_of.push(usize::MAX);
+            continue;
+        }
         let p = match plans
             .iter()
             .position(|p| p.src_w == f.width && p.src_h == f.height)
@@ -496,7 +566,13 @@ pub fn transform_u8(
     resized
         .par_chunks_mut(per.max(1))
         .zip(uniq.par_iter().zip(plan_of.par_iter()))
-        .try_for_each(|(out, (&i, &p))| plans[p].run_u8(&frames[i].data, out))?;
+        .try_for_each(|(out, (&i, &p))| match &frames[i].prepared {
+            Some(pf) => {
+                out.copy_from_slice(pf.get(transform));
+                Ok(())
+            }
+            None => plans[p].run_u8(&frames[i].data, out),
+        })?;
     if indices.len() == uniq.len() && indices.iter().zip(&uniq).all(|(a, b)| a == b) {
         return Ok(resized);
     }
@@ -560,7 +636,6 @@ pub fn sync_frames(frames: &[VideoFrame], indices: &[usize], device: &Device) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn frame(w: usize, h: usize, seed: u32) -> VideoFrame {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
@@ -578,6 +653,7 @@ mod tests {
             })
             .collect();
         VideoFrame {
+            prepared: None,
             pts: 0.0,
             width: w,
             height: h,
@@ -596,6 +672,7 @@ mod tests {
             }
         }
         VideoFrame {
+            prepared: None,
             pts: 0.0,
             width: w,
             height: h,
@@ -699,6 +776,7 @@ mod tests {
         }
         // width only: each row independent; a constant image stays constant
         let flat = VideoFrame {
+            prepared: None,
             pts: 0.0,
             width: 10,
             height: 4,
@@ -791,6 +869,7 @@ mod tests {
             .to_string();
         assert!(e.contains("out of range"), "{e}");
         let bad = vec![VideoFrame {
+            prepared: None,
             pts: 0.0,
             width: 4,
             height: 4,
@@ -801,6 +880,7 @@ mod tests {
             .to_string();
         assert!(e.contains("48 bytes, got 47"), "{e}");
         let empty = vec![VideoFrame {
+            prepared: None,
             pts: 0.0,
             width: 0,
             height: 4,

@@ -174,12 +174,7 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
             let data: Vec<u8> = (0..w * h * 3)
                 .map(|j| ((j / 3 % w + 4 * i) % 256) as u8)
                 .collect();
-            VideoFrame {
-                pts: i as f64 / 25.0,
-                width: w,
-                height: h,
-                data: std::sync::Arc::new(data),
-            }
+            VideoFrame::rgb(i as f64 / 25.0, w, h, std::sync::Arc::new(data))
         })
         .collect();
     let req = WindowRequest {

@@ -73,12 +73,12 @@ pub fn run_frame_preprocess(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     }
     let frames: Vec<VideoFrame> = (0..n)
         .map(|i| -> Result<VideoFrame> {
-            Ok(VideoFrame {
-                pts: i as f64,
-                width: w,
-                height: h,
-                data: Arc::new(fu8.get(i)?.flatten_all()?.to_vec1::<u8>()?),
-            })
+            Ok(VideoFrame::rgb(
+                i as f64,
+                w,
+                h,
+                Arc::new(fu8.get(i)?.flatten_all()?.to_vec1::<u8>()?),
+            ))
         })
         .collect::<Result<_>>()?;
     let idx: Vec<usize> = (0..n).collect();
@@ -108,6 +108,23 @@ pub fn run_frame_preprocess(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     chk.check(case, "clip_frames", &clip, &g, true)?;
     let sync = transform_frames(Transform::Sync, &frames, &idx, &Device::Cpu)?;
     chk.check(case, "sync_frames", &sync, &g, true)?;
+
+    // the element's path: each frame prepared once on arrival (full frame dropped)
+    let prepared: Vec<VideoFrame> = frames
+        .iter()
+        .map(|f| -> Result<VideoFrame> {
+            let p = mmaudio::features::preprocess::prepare_frame(f.width, f.height, &f.data)?;
+            Ok(VideoFrame {
+                data: Arc::new(Vec::new()),
+                prepared: Some(Arc::new(p)),
+                ..f.clone()
+            })
+        })
+        .collect::<Result<_>>()?;
+    let clip_p = transform_frames(Transform::Clip, &prepared, &idx, &Device::Cpu)?;
+    chk.check(case, "clip_frames", &clip_p, &g, true)?;
+    let sync_p = transform_frames(Transform::Sync, &prepared, &idx, &Device::Cpu)?;
+    chk.check(case, "sync_frames", &sync_p, &g, true)?;
 
     // --- frame picking on the recorded pts of the sampling videos ---
     let videos = case

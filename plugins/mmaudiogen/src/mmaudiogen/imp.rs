@@ -206,6 +206,8 @@ enum Model {
         key: ModelKey,
         generator: SharedGenerator,
         rate: u32,
+        /// The generator wants frames prepared on arrival (`prepare_frame`).
+        prepared: bool,
     },
     /// Loading failed (the ERROR is posted); retried at the next READY→PAUSED.
     Failed,
@@ -383,7 +385,7 @@ impl MMAudioGen {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         gst::log!(CAT, obj = pad, "Handling buffer {buffer:?}");
         self.current_flow()?;
-        let (_, rate) = self.wait_for_model()?;
+        let (_, rate, prepare) = self.wait_for_model()?;
         let settings = lock(&self.settings).clone();
 
         let mut state = lock(&self.state);
@@ -405,7 +407,7 @@ impl MMAudioGen {
         };
         let duration = buffer.duration().or(state.frame_duration);
         state.next_pts = duration.map(|d| pts + d);
-        let frame = self.copy_frame(&buffer, &info, pts, duration)?;
+        let frame = self.copy_frame(&buffer, &info, pts, duration, prepare)?;
 
         if state.planner.is_none() {
             let cfg = WindowConfig::from_millis(
@@ -459,6 +461,7 @@ impl MMAudioGen {
         info: &gst_video::VideoInfo,
         pts: gst::ClockTime,
         duration: Option<gst::ClockTime>,
+        prepare: bool,
     ) -> Result<TimedFrame, gst::FlowError> {
         let map_error = |what: &str| {
             gst::element_imp_error!(
@@ -488,12 +491,31 @@ impl MMAudioGen {
         for y in 0..height {
             data.extend_from_slice(&src[y * stride..y * stride + row]);
         }
+        // The MMAudio generator only needs the frame at its two model sizes: resize it now
+        // (once per frame, on the streaming thread, overlapping the worker's generation of
+        // the previous window) and keep ~0.6 MB instead of the full frame.
+        let (data, prepared) = if prepare {
+            let p = mmaudio::features::preprocess::prepare_frame(width, height, &data).map_err(
+                |err| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ["Cannot prepare a {width}x{height} frame: {err}"]
+                    );
+                    gst::FlowError::Error
+                },
+            )?;
+            (Vec::new(), Some(Arc::new(p)))
+        } else {
+            (data, None)
+        };
         Ok(TimedFrame {
             pts: pts.nseconds(),
             duration: duration.map(|d| d.nseconds()),
             width,
             height,
             data: Arc::new(data),
+            prepared,
         })
     }
 
@@ -712,7 +734,8 @@ impl MMAudioGen {
     }
 
     /// Wait until the model is loaded (interrupted by flushing).
-    fn wait_for_model(&self) -> Result<(SharedGenerator, u32), gst::FlowError> {
+    /// The loaded generator, its sample rate and whether it wants frames prepared on arrival.
+    fn wait_for_model(&self) -> Result<(SharedGenerator, u32, bool), gst::FlowError> {
         let mut shared = lock(&self.shared);
         loop {
             if shared.flushing {
@@ -720,8 +743,11 @@ impl MMAudioGen {
             }
             match &shared.model {
                 Model::Ready {
-                    generator, rate, ..
-                } => return Ok((generator.clone(), *rate)),
+                    generator,
+                    rate,
+                    prepared,
+                    ..
+                } => return Ok((generator.clone(), *rate, *prepared)),
                 // The loader posted the ERROR.
                 Model::Failed => return Err(gst::FlowError::Error),
                 Model::None => {
@@ -884,7 +910,7 @@ impl MMAudioGen {
         if let Some(rate) = lock(&self.output).rate {
             return Ok(rate);
         }
-        let (_, rate) = self.wait_for_model()?;
+        let (_, rate, _) = self.wait_for_model()?;
         let caps = gst_audio::AudioCapsBuilder::new_interleaved()
             .format(gst_audio::AUDIO_FORMAT_F32)
             .rate(rate as i32)
@@ -915,7 +941,7 @@ impl MMAudioGen {
         cfg: WindowConfig,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let rate = self.ensure_caps()?;
-        let (generator, _) = self.wait_for_model()?;
+        let (generator, _, _) = self.wait_for_model()?;
         gst::debug!(
             CAT,
             imp = self,
@@ -1237,10 +1263,12 @@ impl MMAudioGen {
         match result {
             Ok(generator) => {
                 let rate = generator.sample_rate();
+                let prepared = generator.wants_prepared_frames();
                 shared.model = Model::Ready {
                     key,
                     generator: Arc::new(Mutex::new(generator)),
                     rate,
+                    prepared,
                 };
                 self.cond.notify_all();
                 drop(shared);
