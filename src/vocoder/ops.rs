@@ -8,14 +8,19 @@
 //!   `narrow` (a non-zero padding takes a slow path on CUDA), and the depthwise anti-alias
 //!   filters run as ONE single-channel convolution over a `[B·C, 1, T]` view (candle loops
 //!   over groups one by one);
-//! * a **fast CPU f32** one: convolutions are a sum over kernel taps of GEMMs straight on the
-//!   input (no im2col buffer, no output transpose, bias folded into the accumulator), and the
-//!   whole `Activation1d` (×2 upsample → Snake/SnakeBeta → ×2 downsample) is one fused,
-//!   multi-threaded, vectorised pass per channel row that never materialises the 2× signal.
+//! * a **fast CPU f32** one. Convolutions are GEMMs straight on the input, with weights laid
+//!   out at load time for the layer's shape: wide layers with k ≥ 3 use Winograd F(4,3)
+//!   (vocoders) or F(2,3) (VAE), i.e. about half the multiply-adds (see `set_winograd_tile`
+//!   for the accuracy); other wide layers are one GEMM per tap; narrow layers (C_in ≤ 128)
+//!   are cache-blocked im2col + one GEMM. Long sequences are split into cache-sized column
+//!   blocks run in parallel; the bias is folded into the accumulator. The whole
+//!   `Activation1d` (×2 upsample → Snake/SnakeBeta → ×2 downsample) is one fused,
+//!   multi-threaded, vectorised, cache-tiled pass per channel row that never materialises the
+//!   2× signal.
 //!
 //! The fast path is chosen when a model is built on the CPU in f32 (weights are laid out for
 //! it then); it can be switched off process-wide with [`set_fast_cpu_kernels`] before loading
-//! (tests compare both). Wide `k ≥ 3` convolutions use Winograd F(4,3) (see below).
+//! (tests compare both). See also [`tune_allocator`] for long-running processes.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -41,6 +46,34 @@ pub fn set_fast_cpu_kernels(on: bool) {
 
 pub fn fast_cpu_kernels() -> bool {
     FAST_CPU.load(Ordering::Relaxed)
+}
+
+/// Keep large freed buffers in the process heap instead of returning them to the kernel.
+///
+/// The audio decoders allocate tens of large (≥ 32 MB at 44.1 kHz) activation buffers per
+/// stage. glibc serves allocations above its mmap threshold (at most 32 MB by default) with
+/// fresh `mmap`s, so every such buffer costs thousands of page faults when first written —
+/// about a quarter of the 44.1 kHz vocoder's time. This raises the mmap and trim thresholds
+/// to 1 GiB (`mallopt`, glibc only; a no-op elsewhere), so freed buffers are reused: the
+/// process keeps its peak heap instead of returning it. It is process-wide: call it once at
+/// program start (the `mmaudio bench` audio targets do). Returns whether it applied.
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes allocator parameters.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 fn parallelism() -> gemm::Parallelism {
