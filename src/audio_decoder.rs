@@ -14,12 +14,15 @@
 //! requested duration (`SequenceConfig::exact_samples`) is left to the caller.
 //!
 //! **Precision.** Weights may be loaded as f32, f16 or bf16. Under f16/bf16 the parts that are
-//! sensitive to rounding stay in f32 (on by default, see [`AudioDecoder::set_f32_activations`]):
-//! the vocoder's anti-aliased Snake activations (sin²(α·x) of arguments of tens of radians: a
-//! bf16 x has an absolute error of ~0.1 rad there, which turns into broadband noise), the VAE's
-//! pixel norms and attention softmax, the mel unnormalisation and the returned waveform. The
-//! convolutions (where the time goes) run in the chosen dtype. The STFT/mel converter
-//! ([`crate::mel`]) always computes in f32/f64.
+//! sensitive to rounding stay in f32 while the convolutions (where the time goes) run in the
+//! chosen dtype:
+//! * the vocoder's whole signal path — residual stream, AMP means and the anti-aliased
+//!   Snake/SnakeBeta activations (on by default, [`AudioDecoder::set_f32_activations`]):
+//!   sin²(α·x) is evaluated at arguments of tens of radians, where a bf16 x is off by ~0.1 rad,
+//!   which turns into broadband noise; and the residual sums over 18 blocks per stage would
+//!   otherwise accumulate bf16 rounding;
+//! * the VAE's pixel norms, attention softmax and the mel unnormalisation (always);
+//! * the returned waveform (f32). The STFT/mel converter ([`crate::mel`]) computes in f64/f32.
 
 use crate::config::Mode;
 use crate::error::{Error, Result};
@@ -88,13 +91,29 @@ impl AudioDecoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let vae = Vae::load(
+        Self::load_with_configs(
+            mode,
             &VaeConfig::for_mode(mode),
             vae_path,
-            VaeParts::DECODER,
+            vocoder_cfg,
+            vocoder_path,
             dtype,
             device,
-        )?;
+        )
+    }
+
+    /// Load with explicit VAE and vocoder hyper-parameters (strict: every tensor of the
+    /// vocoder file and every decoder tensor of the VAE file must be used).
+    pub fn load_with_configs(
+        mode: Mode,
+        vae_cfg: &VaeConfig,
+        vae_path: &Path,
+        vocoder_cfg: &BigVganConfig,
+        vocoder_path: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let vae = Vae::load(vae_cfg, vae_path, VaeParts::DECODER, dtype, device)?;
         let wf = Arc::new(open_vocoder(vocoder_path)?);
         let vocoder = BigVgan::new(vocoder_cfg, wf.var_builder(dtype, device))?;
         wf.check_all_used("the BigVGAN vocoder", |_| false)?;
@@ -165,7 +184,8 @@ impl AudioDecoder {
         &self.vocoder
     }
 
-    /// Keep the vocoder's anti-aliased activations in f32 under f16/bf16 (default: on).
+    /// Under f16/bf16 weights, keep the vocoder's signal path (residual stream, Snake
+    /// activations) in f32 and run only its convolutions in the weight dtype (default: on).
     pub fn set_f32_activations(&mut self, on: bool) {
         self.vocoder.set_f32_activations(on);
     }
@@ -221,7 +241,22 @@ mod tests {
     use candle_nn::VarMap;
 
     fn tiny() -> AudioDecoder {
-        let vm = VarMap::new();
+        tiny_with(&VarMap::new())
+    }
+
+    fn tiny_with(vm: &VarMap) -> AudioDecoder {
+        let (vae_cfg, voc_cfg) = tiny_configs();
+        AudioDecoder::from_var_builders(
+            Mode::Khz44,
+            &vae_cfg,
+            VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu).pp("vae"),
+            &voc_cfg,
+            VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu).pp("vocoder"),
+        )
+        .unwrap()
+    }
+
+    fn tiny_configs() -> (VaeConfig, BigVganConfig) {
         let vae_cfg = VaeConfig {
             data_dim: 6,
             embed_dim: 4,
@@ -240,14 +275,7 @@ mod tests {
             use_tanh_at_final: false,
             use_bias_at_final: false,
         };
-        AudioDecoder::from_var_builders(
-            Mode::Khz44,
-            &vae_cfg,
-            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("vae"),
-            &voc_cfg,
-            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("vocoder"),
-        )
-        .unwrap()
+        (vae_cfg, voc_cfg)
     }
 
     #[test]
@@ -269,6 +297,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("expects latents with 4 channels"), "{e}");
+    }
+
+    #[test]
+    fn loads_official_file_layouts() {
+        use crate::weights::write_pth;
+        let vm = VarMap::new();
+        let dec = tiny_with(&vm);
+        let lat = crate::rng::Rng::new(1)
+            .randn(&[1, 3, 4], &Device::Cpu)
+            .unwrap();
+        let want = dec.decode(&lat).unwrap();
+        let data = vm.data().lock().unwrap();
+        let part = |prefix: &str| -> Vec<(String, Tensor)> {
+            let mut v: Vec<(String, Tensor)> = data
+                .iter()
+                .filter_map(|(k, t)| {
+                    k.strip_prefix(prefix)
+                        .map(|k| (k.to_string(), t.as_tensor().clone()))
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let dir = std::env::temp_dir().join(format!("mmaudio-dec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vae = dir.join("v1-tiny.pth");
+        write_pth(&vae, &part("vae."), None).unwrap();
+        // as shipped: {"generator": state_dict}; and a flat state dict
+        let gen_pt = dir.join("best_netG.pt");
+        write_pth(&gen_pt, &part("vocoder."), Some("generator")).unwrap();
+        let flat_pt = dir.join("flat.pt");
+        write_pth(&flat_pt, &part("vocoder."), None).unwrap();
+        let (vae_cfg, voc_cfg) = tiny_configs();
+        let load = |voc: &Path| {
+            AudioDecoder::load_with_configs(
+                Mode::Khz44,
+                &vae_cfg,
+                &vae,
+                &voc_cfg,
+                voc,
+                DType::F32,
+                &Device::Cpu,
+            )
+        };
+        let a = load(&gen_pt).unwrap().decode(&lat).unwrap();
+        let b = load(&flat_pt).unwrap().decode(&lat).unwrap();
+        // the VAE file in the vocoder's place is refused, naming the file
+        let e = load(&vae).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for got in [a, b] {
+            let d = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        }
+        assert!(e.contains("v1-tiny.pth"), "{e}");
     }
 
     #[test]

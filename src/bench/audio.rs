@@ -1,9 +1,10 @@
 //! `mmaudio bench vae|vocoder --mode 16k|44k`: the real-size VAE decoder and vocoders with
 //! random weights (built through the same loaders as the checkpoints, from a `VarMap`).
 //!
-//! Inputs follow the duration: N = latent_seq_len(duration) latents → 2N mel frames. With
-//! `MMAUDIO_GENERIC_KERNELS=1` the generic (device-independent) kernels are measured instead
-//! of the fast CPU ones.
+//! Inputs follow the duration: N = latent_seq_len(duration) latents → 2N mel frames. The
+//! process allocator is tuned first (`ops::tune_allocator`). With `MMAUDIO_GENERIC_KERNELS=1`
+//! the generic (device-independent) kernels are measured instead of the fast CPU ones;
+//! `MMAUDIO_WINOGRAD=0|2|4` selects the vocoders' Winograd tile.
 
 use super::{BenchOpts, BenchReport, time_runs};
 use crate::config::Mode;
@@ -28,9 +29,12 @@ fn official_cpu_s(item: &str) -> Option<f64> {
 /// (device-independent) kernels, `MMAUDIO_WINOGRAD=0|2|4` the Winograd tile of the wide
 /// vocoder convolutions.
 fn kernels_note() -> String {
+    // what a long-running process using the audio decoders should do at start-up
+    let tuned = ops::tune_allocator();
+    let alloc = if tuned { ", allocator tuned" } else { "" };
     if std::env::var("MMAUDIO_GENERIC_KERNELS").is_ok_and(|v| v == "1") {
         ops::set_fast_cpu_kernels(false);
-        return "generic".into();
+        return format!("generic{alloc}");
     }
     if let Ok(v) = std::env::var("MMAUDIO_WINOGRAD")
         && let Ok(m) = v.parse::<usize>()
@@ -38,8 +42,8 @@ fn kernels_note() -> String {
         ops::set_winograd_tile(m);
     }
     match ops::winograd_tile() {
-        0 => "fast-cpu, direct convolutions".into(),
-        m => format!("fast-cpu, winograd F({m},3)"),
+        0 => format!("fast-cpu, direct convolutions{alloc}"),
+        m => format!("fast-cpu, winograd F({m},3){alloc}"),
     }
 }
 

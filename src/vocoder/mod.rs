@@ -264,14 +264,17 @@ impl Conv1d {
         })
     }
 
+    /// Runs in the weight dtype; returns the input's dtype.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(ops::conv1d(
-            x,
+        let wd = self.weight.dtype();
+        let y = ops::conv1d(
+            &x.to_dtype(wd)?,
             &self.weight,
             self.bias.as_ref(),
             self.padding,
             self.dilation,
-        )?)
+        )?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 
@@ -305,14 +308,17 @@ impl ConvTranspose1d {
         })
     }
 
+    /// Runs in the weight dtype; returns the input's dtype.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(ops::conv_transpose1d(
-            x,
+        let wd = self.weight.dtype();
+        let y = ops::conv_transpose1d(
+            &x.to_dtype(wd)?,
             &self.weight,
             Some(&self.bias),
             self.stride,
             self.padding,
-        )?)
+        )?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 
@@ -321,8 +327,6 @@ impl ConvTranspose1d {
 #[derive(Debug, Clone)]
 struct Activation1d {
     act: AntiAliasAct,
-    /// Run the activation in f32 when the model runs in f16/bf16.
-    f32_compute: bool,
 }
 
 impl Activation1d {
@@ -368,30 +372,17 @@ impl Activation1d {
         let up = filter(vb.pp("upsample"))?;
         let down = filter(vb.pp("downsample").pp("lowpass"))?;
         let act = AntiAliasAct::new(SnakeParams { alpha, inv_beta }, up, down)?;
-        Ok(Self {
-            act,
-            f32_compute: true,
-        })
+        Ok(Self { act })
     }
 
+    /// In the input's dtype.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.f32_compute && x.dtype() != DType::F32 {
-            let y = self.act.forward(&x.to_dtype(DType::F32)?)?;
-            return Ok(y.to_dtype(x.dtype())?);
-        }
         Ok(self.act.forward(x)?)
     }
 
     /// Generic path with intermediates (upsampled, activated, output).
     fn forward_steps(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let dt = x.dtype();
-        let x = if self.f32_compute {
-            x.to_dtype(DType::F32)?
-        } else {
-            x.clone()
-        };
-        let (u, a, o) = self.act.forward_steps(&x)?;
-        Ok((u.to_dtype(dt)?, a.to_dtype(dt)?, o.to_dtype(dt)?))
+        Ok(self.act.forward_steps(x)?)
     }
 }
 
@@ -482,6 +473,7 @@ pub struct BigVgan {
     resblocks: Vec<AmpBlock1>,
     activation_post: Activation1d,
     conv_post: Conv1d,
+    f32_stream: bool,
 }
 
 impl BigVgan {
@@ -544,6 +536,7 @@ impl BigVgan {
             resblocks,
             activation_post,
             conv_post,
+            f32_stream: true,
         })
     }
 
@@ -567,18 +560,15 @@ impl BigVgan {
         &self.cfg
     }
 
-    /// Compute the anti-aliased activations in f32 even when the weights are f16/bf16
-    /// (default on). See [`crate::audio_decoder`] for why.
+    /// With f16/bf16 weights, keep the signal (residual stream, Snake activations, AMP
+    /// means, output) in f32 and run only the convolutions in the weight dtype (default on;
+    /// see [`crate::audio_decoder`] for why). Off: everything in the weight dtype.
     pub fn set_f32_activations(&mut self, on: bool) {
-        for b in &mut self.resblocks {
-            for a in &mut b.activations {
-                a.f32_compute = on;
-            }
-        }
-        self.activation_post.f32_compute = on;
+        self.f32_stream = on;
     }
 
-    /// mel (B, num_mels, T) → waveform (B, 1, T·hop).
+    /// mel (B, num_mels, T) → waveform (B, 1, T·hop), f32 unless the f32 signal path is off
+    /// (then the weight dtype).
     pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
         self.forward_impl(mel, None)
     }
@@ -600,7 +590,11 @@ impl BigVgan {
                 self.cfg.num_mels
             )));
         }
-        let dtype = self.conv_pre.weight.dtype();
+        let dtype = if self.f32_stream {
+            DType::F32
+        } else {
+            self.conv_pre.weight.dtype()
+        };
         let mut x = self.conv_pre.forward(&mel.to_dtype(dtype)?)?;
         if let Some(h) = hook.as_mut() {
             h("conv_pre_out", &x);
@@ -839,7 +833,14 @@ mod tests {
                 "mem",
                 sd.iter().cloned().collect::<HashMap<_, _>>(),
             ));
-            let m = BigVgan::new(&cfg, wf.var_builder(dt, &Device::Cpu)).unwrap();
+            let mut m = BigVgan::new(&cfg, wf.var_builder(dt, &Device::Cpu)).unwrap();
+            // default: f32 signal, convolutions in the weight dtype
+            let got = m.forward(&mel).unwrap();
+            assert_eq!(got.dtype(), DType::F32);
+            let e = max_diff(&got, &want);
+            assert!(e < 0.05, "{dt:?} (f32 signal): {e}");
+            // everything in the weight dtype
+            m.set_f32_activations(false);
             let got = m.forward(&mel).unwrap();
             assert_eq!(got.dtype(), dt);
             let e = max_diff(&got.to_dtype(DType::F32).unwrap(), &want);

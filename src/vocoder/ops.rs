@@ -8,14 +8,19 @@
 //!   `narrow` (a non-zero padding takes a slow path on CUDA), and the depthwise anti-alias
 //!   filters run as ONE single-channel convolution over a `[B·C, 1, T]` view (candle loops
 //!   over groups one by one);
-//! * a **fast CPU f32** one: convolutions are a sum over kernel taps of GEMMs straight on the
-//!   input (no im2col buffer, no output transpose, bias folded into the accumulator), and the
-//!   whole `Activation1d` (×2 upsample → Snake/SnakeBeta → ×2 downsample) is one fused,
-//!   multi-threaded, vectorised pass per channel row that never materialises the 2× signal.
+//! * a **fast CPU f32** one. Convolutions are GEMMs straight on the input, with weights laid
+//!   out at load time for the layer's shape: wide layers with k ≥ 3 use Winograd F(4,3)
+//!   (vocoders) or F(2,3) (VAE), i.e. about half the multiply-adds (see `set_winograd_tile`
+//!   for the accuracy); other wide layers are one GEMM per tap; narrow layers (C_in ≤ 128)
+//!   are cache-blocked im2col + one GEMM. Long sequences are split into cache-sized column
+//!   blocks run in parallel; the bias is folded into the accumulator. The whole
+//!   `Activation1d` (×2 upsample → Snake/SnakeBeta → ×2 downsample) is one fused,
+//!   multi-threaded, vectorised, cache-tiled pass per channel row that never materialises the
+//!   2× signal.
 //!
 //! The fast path is chosen when a model is built on the CPU in f32 (weights are laid out for
 //! it then); it can be switched off process-wide with [`set_fast_cpu_kernels`] before loading
-//! (tests compare both). Wide `k ≥ 3` convolutions use Winograd F(4,3) (see below).
+//! (tests compare both). See also [`tune_allocator`] for long-running processes.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -41,6 +46,34 @@ pub fn set_fast_cpu_kernels(on: bool) {
 
 pub fn fast_cpu_kernels() -> bool {
     FAST_CPU.load(Ordering::Relaxed)
+}
+
+/// Keep large freed buffers in the process heap instead of returning them to the kernel.
+///
+/// The audio decoders allocate tens of large (≥ 32 MB at 44.1 kHz) activation buffers per
+/// stage. glibc serves allocations above its mmap threshold (at most 32 MB by default) with
+/// fresh `mmap`s, so every such buffer costs thousands of page faults when first written —
+/// about a quarter of the 44.1 kHz vocoder's time. This raises the mmap and trim thresholds
+/// to 1 GiB (`mallopt`, glibc only; a no-op elsewhere), so freed buffers are reused: the
+/// process keeps its peak heap instead of returning it. It is process-wide: call it once at
+/// program start (the `mmaudio bench` audio targets do). Returns whether it applied.
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes allocator parameters.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 fn parallelism() -> gemm::Parallelism {
@@ -687,34 +720,48 @@ impl Conv1dWinograd {
             candle_core::bail!("conv1d: input length {t} too short for kernel {k}");
         }
         let t_out = t + 2 * p - span;
+        // Dilation phases ρ: outputs y[ρ + d·j], j < n_ρ, from the undilated correlation of
+        // x'_ρ[i] = x[ρ + d·i − p] (0 outside). The tiles of all phases share one column
+        // space, so every GEMM sees up to a full block of columns.
+        let phases: Vec<(usize, usize, usize)> = (0..d.min(t_out))
+            .map(|rho| {
+                let n = (t_out - rho).div_ceil(d);
+                (rho, n, n.div_ceil(wm))
+            })
+            .collect();
+        let total: usize = phases.iter().map(|ph| ph.2).sum();
+        let block = (WINO_BLOCK_OUTPUTS / wm).min(total);
         let mut dst = vec![0f32; b * cout * t_out];
-        let mut v = Vec::new();
-        let mut m = Vec::new();
+        let mut v = vec![0f32; a * kk * block];
+        let mut m = vec![0f32; a * cout * block];
         for bi in 0..b {
             let xb = &x[bi * cin * t..(bi + 1) * cin * t];
             let db = SendPtr(dst[bi * cout * t_out..].as_mut_ptr());
-            for rho in 0..d.min(t_out) {
-                // phase ρ: outputs y[ρ + d·j], j < n; input x'[i] = x[ρ + d·i − p] (0 outside)
-                let n = (t_out - rho).div_ceil(d);
-                let tiles = n.div_ceil(wm);
-                let mut s0 = 0;
-                while s0 < tiles {
-                    let nt = (WINO_BLOCK_OUTPUTS / wm).min(tiles - s0);
-                    v.clear();
-                    v.resize(a * kk * nt, 0f32);
-                    m.clear();
-                    m.resize(a * cout * nt, 0f32);
-                    // input transform, parallel over input channels. The phase row x' is
-                    // split into its m polyphase components so that the window sample l of
-                    // group g over all tiles s, x'[m·s + 3g + l], is one contiguous slice.
-                    let vp = SendPtr(v.as_mut_ptr());
-                    let comp_len = nt + (3 * groups + a) / wm + 2;
-                    (0..cin)
-                        .into_par_iter()
-                        .for_each_init(Vec::new, |comp: &mut Vec<f32>, ci| {
+            let mut c0 = 0;
+            while c0 < total {
+                let nt = block.min(total - c0);
+                // segments of this block: (ρ, n_ρ, first local tile, tiles, column offset)
+                let mut segs = Vec::new();
+                let mut start = 0;
+                for &(rho, n, tiles) in &phases {
+                    let (lo, hi) = (c0.max(start), (c0 + nt).min(start + tiles));
+                    if lo < hi {
+                        segs.push((rho, n, lo - start, hi - lo, lo - c0));
+                    }
+                    start += tiles;
+                }
+                // input transform, parallel over input channels. A segment's phase row is
+                // split into its m polyphase components so that the window sample l of group
+                // g over all tiles, x'[m·s + 3g + l], is one contiguous slice.
+                let vp = SendPtr(v.as_mut_ptr());
+                (0..cin)
+                    .into_par_iter()
+                    .for_each_init(Vec::new, |comp: &mut Vec<f32>, ci| {
+                        let xr = &xb[ci * t..(ci + 1) * t];
+                        for &(rho, _, s0, len, off) in &segs {
+                            let comp_len = len + (3 * groups + a) / wm + 2;
                             comp.clear();
                             comp.resize(wm * comp_len, 0.0);
-                            let xr = &xb[ci * t..(ci + 1) * t];
                             let stride = (d * wm) as isize;
                             for phi in 0..wm {
                                 // comp[φ][i] = x'[m·(s0 + i) + φ] = x[base + stride·i]
@@ -729,22 +776,21 @@ impl Conv1dWinograd {
                                 } else {
                                     0
                                 };
+                                let (lo, hi) =
+                                    ((lo as usize).min(comp_len), (hi as usize).min(comp_len));
                                 let c = &mut comp[phi * comp_len..(phi + 1) * comp_len];
-                                let (lo, hi) = (
-                                    (lo as usize).min(comp_len),
-                                    (hi.max(0) as usize).min(comp_len),
-                                );
-                                for (i, v) in c.iter_mut().enumerate().take(hi).skip(lo) {
-                                    *v = xr[(base + stride * i as isize) as usize];
+                                for (i, val) in c.iter_mut().enumerate().take(hi).skip(lo) {
+                                    *val = xr[(base + stride * i as isize) as usize];
                                 }
                             }
                             for g in 0..groups {
                                 for (xi, bt) in sc.bt[..a].iter().enumerate() {
-                                    // SAFETY: row (ξ, g·C_in + ci) is written by this task only
+                                    // SAFETY: columns [off, off + len) of row (ξ, g·C_in + ci)
+                                    // are written by this task only
                                     let vrow = unsafe {
                                         std::slice::from_raw_parts_mut(
-                                            vp.at((xi * kk + g * cin + ci) * nt),
-                                            nt,
+                                            vp.at((xi * kk + g * cin + ci) * nt + off),
+                                            len,
                                         )
                                     };
                                     vrow.fill(0.0);
@@ -753,74 +799,76 @@ impl Conv1dWinograd {
                                             continue;
                                         }
                                         let o = 3 * g + l;
-                                        let off = (o % wm) * comp_len + o / wm;
-                                        for (v, x) in vrow.iter_mut().zip(&comp[off..off + nt]) {
-                                            *v += c * *x;
+                                        let at = (o % wm) * comp_len + o / wm;
+                                        for (val, x) in vrow.iter_mut().zip(&comp[at..at + len]) {
+                                            *val += c * *x;
                                         }
                                     }
                                 }
                             }
-                        });
-                    // channel mixing: one GEMM per point
-                    for xi in 0..a {
-                        // SAFETY: disjoint, in-bounds matrices
-                        unsafe {
-                            gemm::gemm(
-                                cout,
-                                nt,
-                                kk,
-                                m.as_mut_ptr().add(xi * cout * nt),
-                                1,
-                                nt as isize,
-                                false,
-                                u.as_ptr().add(xi * cout * kk),
-                                1,
-                                kk as isize,
-                                v.as_ptr().add(xi * kk * nt),
-                                1,
-                                nt as isize,
-                                0.0f32,
-                                1.0f32,
-                                false,
-                                false,
-                                false,
-                                parallelism(),
-                            );
                         }
+                    });
+                // channel mixing: one GEMM per point
+                for xi in 0..a {
+                    // SAFETY: disjoint, in-bounds matrices
+                    unsafe {
+                        gemm::gemm(
+                            cout,
+                            nt,
+                            kk,
+                            m.as_mut_ptr().add(xi * cout * nt),
+                            1,
+                            nt as isize,
+                            false,
+                            u.as_ptr().add(xi * cout * kk),
+                            1,
+                            kk as isize,
+                            v.as_ptr().add(xi * kk * nt),
+                            1,
+                            nt as isize,
+                            0.0f32,
+                            1.0f32,
+                            false,
+                            false,
+                            false,
+                            parallelism(),
+                        );
                     }
-                    // output transform, parallel over output channels
-                    let mr = &m;
-                    (0..cout)
-                        .into_par_iter()
-                        .for_each_init(Vec::new, |tmp: &mut Vec<f32>, co| {
-                            let bv = bias.map_or(0.0, |bv| bv[co]);
+                }
+                // output transform, parallel over output channels
+                let mr = &m;
+                let segs = &segs;
+                (0..cout)
+                    .into_par_iter()
+                    .for_each_init(Vec::new, |tmp: &mut Vec<f32>, co| {
+                        let bv = bias.map_or(0.0, |bv| bv[co]);
+                        for &(rho, n, s0, len, off) in segs {
                             for (i, at) in sc.at[..wm].iter().enumerate() {
                                 tmp.clear();
-                                tmp.resize(nt, bv);
+                                tmp.resize(len, bv);
                                 for (xi, &c) in at[..a].iter().enumerate() {
                                     if c == 0.0 {
                                         continue;
                                     }
-                                    let mrow =
-                                        &mr[(xi * cout + co) * nt..(xi * cout + co + 1) * nt];
-                                    for (o, v) in tmp.iter_mut().zip(mrow) {
-                                        *o += c * *v;
+                                    let row = (xi * cout + co) * nt + off;
+                                    for (o, val) in tmp.iter_mut().zip(&mr[row..row + len]) {
+                                        *o += c * *val;
                                     }
                                 }
-                                for (s, v) in tmp.iter().enumerate() {
+                                for (s, val) in tmp.iter().enumerate() {
                                     let j = wm * (s0 + s) + i;
                                     if j >= n {
                                         break;
                                     }
                                     // SAFETY: output (co, ρ + d·j) is written once, by this task
                                     unsafe {
-                                        *db.at(co * t_out + rho + d * j) = *v;
+                                        *db.at(co * t_out + rho + d * j) = *val;
                                     }
                                 }
                             }
-                        });
-                    s0 += nt;
-                }
+                        }
+                    });
+                c0 += nt;
             }
         }
         Ok((CpuStorage::F32(dst), Shape::from((b, cout, t_out))))
