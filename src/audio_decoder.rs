@@ -102,26 +102,9 @@ impl AudioDecoder {
         )
     }
 
-    /// Load with explicit VAE and vocoder hyper-parameters (strict: every tensor of the
-    /// vocoder file and every decoder tensor of the VAE file must be used).
-    pub fn load_with_configs(
-        mode: Mode,
-        vae_cfg: &VaeConfig,
-        vae_path: &Path,
-        vocoder_cfg: &BigVganConfig,
-        vocoder_path: &Path,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
-        let vae = Vae::load(vae_cfg, vae_path, VaeParts::DECODER, dtype, device)?;
-        let wf = Arc::new(open_vocoder(vocoder_path)?);
-        let vocoder = BigVgan::new(vocoder_cfg, wf.var_builder(dtype, device))?;
-        wf.check_all_used("the BigVGAN vocoder", |_| false)?;
-        Self::from_parts(mode, vae, vocoder)
-    }
-
     /// Load with explicit VAE and vocoder hyper-parameters (e.g. from a model folder's
-    /// manifest).
+    /// manifest). Strict: every tensor of the vocoder file and every decoder tensor of the
+    /// VAE file must be used; the vocoder's hop must be the mode's.
     pub fn load_with_configs(
         mode: Mode,
         vae_cfg: &VaeConfig,
