@@ -88,6 +88,7 @@ impl MmAudio {
     ) -> Result<Self> {
         let mode = dir.mode(variant);
         let files = dir.resolve_all(variant)?;
+        crate::device::tune_allocator();
         let get = |c: Component| files.iter().find(|f| f.component == c).cloned().unwrap();
 
         let net_file = get(Component::Net);

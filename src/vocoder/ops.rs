@@ -48,33 +48,7 @@ pub fn fast_cpu_kernels() -> bool {
     FAST_CPU.load(Ordering::Relaxed)
 }
 
-/// Keep large freed buffers in the process heap instead of returning them to the kernel.
-///
-/// The audio decoders allocate tens of large (≥ 32 MB at 44.1 kHz) activation buffers per
-/// stage. glibc serves allocations above its mmap threshold (at most 32 MB by default) with
-/// fresh `mmap`s, so every such buffer costs thousands of page faults when first written —
-/// about a quarter of the 44.1 kHz vocoder's time. This raises the mmap and trim thresholds
-/// to 1 GiB (`mallopt`, glibc only; a no-op elsewhere), so freed buffers are reused: the
-/// process keeps its peak heap instead of returning it. It is process-wide: call it once at
-/// program start (the `mmaudio bench` audio targets do). Returns whether it applied.
-pub fn tune_allocator() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: mallopt only changes allocator parameters.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
-}
+pub use crate::device::tune_allocator;
 
 fn parallelism() -> gemm::Parallelism {
     let n = rayon::current_num_threads();

@@ -139,6 +139,7 @@ struct BenchArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    mmaudio::device::tune_allocator();
     match cli.cmd {
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::FetchWeights(a) => cmd_fetch_weights(a),
