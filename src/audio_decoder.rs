@@ -104,7 +104,7 @@ impl AudioDecoder {
 
     /// Load with explicit VAE and vocoder hyper-parameters (e.g. from a model folder's
     /// manifest). Strict: every tensor of the vocoder file and every decoder tensor of the
-    /// VAE file must be used; the vocoder's hop must be the mode's.
+    /// VAE file must be used.
     pub fn load_with_configs(
         mode: Mode,
         vae_cfg: &VaeConfig,
@@ -119,14 +119,6 @@ impl AudioDecoder {
         let vocoder = BigVgan::new(vocoder_cfg, wf.var_builder(dtype, device))
             .map_err(|e| wf.wrap_error(e))?;
         wf.check_all_used("the BigVGAN vocoder", |_| false)?;
-        if vocoder_cfg.hop_length() != mode.hop_length() {
-            return Err(Error::config(format!(
-                "vocoder {} has hop {}, but {mode} audio needs hop {}",
-                vocoder_path.display(),
-                vocoder_cfg.hop_length(),
-                mode.hop_length()
-            )));
-        }
         Self::from_parts(mode, vae, vocoder)
     }
 

@@ -110,6 +110,14 @@ impl MmAudio {
             Some(c) => c,
             None => AudioDecoder::vocoder_config_for(mode, &voc_file.path)?,
         };
+        if voc_cfg.hop_length() != mode.hop_length() {
+            return Err(Error::config(format!(
+                "vocoder {} has hop {}, but {mode} audio needs hop {} (wrong vocoder or config)",
+                voc_file.path.display(),
+                voc_cfg.hop_length(),
+                mode.hop_length()
+            )));
+        }
         let decoder = AudioDecoder::load_with_configs(
             mode,
             &vae_cfg,

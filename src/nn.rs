@@ -74,11 +74,50 @@ pub fn unfold_time(x: &Tensor, k: usize, pad: usize) -> Result<Tensor> {
 /// The official `ChannelLastConv1d` (stride 1, "same"-style padding).
 #[derive(Debug, Clone)]
 pub struct ChannelLastConv1d {
-    /// `(k·in, out)`: row `j·in + c` is the official `weight[:, c, j]`.
-    w: Tensor,
+    w: ConvW,
     b: Option<Tensor>,
     k: usize,
     pad: usize,
+}
+
+/// The weight of a channel-last convolution in the layout its forward pass uses.
+#[derive(Debug, Clone)]
+enum ConvW {
+    /// `(k·in, out)`: row `j·in + c` is the official `weight[:, c, j]` (im2col + one matmul).
+    Im2col(Tensor),
+    /// Winograd F(m, 3) form `(α, in, out)` (k = 3, padding 1, CPU f32).
+    Wino(Tensor, usize),
+}
+
+impl ConvW {
+    /// From an official `(out, in, k)` weight: Winograd where the fast CPU path applies.
+    fn new(w: &Tensor, pad: usize) -> Result<Self> {
+        let (out_dim, in_dim, k) = w.dims3()?;
+        let m = crate::ops::net_winograd_tile();
+        if k == 3 && pad == 1 && m > 0 && w.device().is_cpu() && w.dtype() == DType::F32 {
+            return Ok(ConvW::Wino(crate::ops::winograd3_weight(w, m)?, m));
+        }
+        Ok(ConvW::Im2col(
+            w.permute((2, 1, 0))?
+                .reshape((k * in_dim, out_dim))?
+                .contiguous()?,
+        ))
+    }
+}
+
+/// Channel-last k-tap convolution with a prepared weight.
+fn conv_cl(x: &Tensor, w: &ConvW, k: usize, pad: usize) -> Result<Tensor> {
+    match w {
+        ConvW::Im2col(w) => matmul_last(&unfold_time(x, k, pad)?, w),
+        ConvW::Wino(u, m) => match crate::ops::winograd3_cl(&x.contiguous()?, u, *m)? {
+            Some(y) => Ok(y),
+            None => candle_core::bail!(
+                "Winograd weights need contiguous f32 CPU inputs, got {:?} on {:?}",
+                x.dtype(),
+                x.device()
+            ),
+        },
+    }
 }
 
 impl ChannelLastConv1d {
@@ -101,24 +140,19 @@ impl ChannelLastConv1d {
 
     /// From an official `(out, in, k)` weight.
     pub fn from_weights(w: &Tensor, b: Option<Tensor>, pad: usize) -> Result<Self> {
-        let (out_dim, in_dim, k) = w.dims3()?;
-        let w = w
-            .permute((2, 1, 0))?
-            .reshape((k * in_dim, out_dim))?
-            .contiguous()?;
-        Ok(Self { w, b, k, pad })
-    }
-
-    /// The unfolded `(k·in, out)` weight (for fusing several convolutions into one matmul).
-    pub fn unfolded_weight(&self) -> &Tensor {
-        &self.w
+        let k = w.dim(2)?;
+        Ok(Self {
+            w: ConvW::new(w, pad)?,
+            b,
+            k,
+            pad,
+        })
     }
 }
 
 impl Module for ChannelLastConv1d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let cols = unfold_time(x, self.k, self.pad)?;
-        let y = matmul_last(&cols, &self.w)?;
+        let y = conv_cl(x, &self.w, self.k, self.pad)?;
         match &self.b {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -129,10 +163,10 @@ impl Module for ChannelLastConv1d {
 /// SwiGLU feed-forward (`MLP` when `k == 1`, `ConvMLP` otherwise), no biases.
 #[derive(Debug, Clone)]
 pub struct SwiGlu {
-    /// `[w1 | w3]` unfolded: `(k·in, 2·hidden)`.
-    w13: Tensor,
-    /// `(k·hidden, out)`
-    w2: Tensor,
+    /// `[w1 | w3]`: `in → 2·hidden`.
+    w13: ConvW,
+    /// `hidden → out`
+    w2: ConvW,
     hidden: usize,
     k: usize,
     pad: usize,
@@ -151,15 +185,9 @@ impl SwiGlu {
         let w1 = get("w1", hidden, dim)?;
         let w2 = get("w2", dim, hidden)?;
         let w3 = get("w3", hidden, dim)?;
-        let unfold = |w: &Tensor| -> Result<Tensor> {
-            let (o, i, k) = w.dims3()?;
-            w.permute((2, 1, 0))?.reshape((k * i, o))
-        };
-        let w13 = Tensor::cat(&[unfold(&w1)?, unfold(&w3)?], 1)?.contiguous()?;
-        let w2 = unfold(&w2)?.contiguous()?;
         Ok(Self {
-            w13,
-            w2,
+            w13: ConvW::new(&Tensor::cat(&[&w1, &w3], 0)?, pad)?,
+            w2: ConvW::new(&w2, pad)?,
             hidden,
             k,
             pad,
@@ -169,9 +197,9 @@ impl SwiGlu {
 
 impl Module for SwiGlu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = matmul_last(&unfold_time(x, self.k, self.pad)?, &self.w13)?;
+        let h = conv_cl(x, &self.w13, self.k, self.pad)?;
         let h = crate::ops::swiglu_gate(&h, self.hidden)?;
-        matmul_last(&unfold_time(&h, self.k, self.pad)?, &self.w2)
+        conv_cl(&h, &self.w2, self.k, self.pad)
     }
 }
 

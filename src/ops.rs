@@ -333,3 +333,202 @@ mod tests {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Winograd F(m, 3) for the channel-last k = 3, padding 1 convolutions of the transformer
+// ---------------------------------------------------------------------------------------------
+//
+// y[t] = Σ_k W_k x[t − 1 + k] over (B, N, C) rows. Tiles of m outputs read α = m + 2 padded
+// input rows; in the transform domain the channel mixing is one GEMM per point ξ:
+//   M_ξ (tiles × H) = V_ξ (tiles × C) · U_ξ (C × H),  V_ξ = Σ_l Bᵀ[ξ][l] x_l,  U_ξ = Σ_k G[ξ][k] W_k,
+//   y_r = Σ_ξ Aᵀ[r][ξ] M_ξ.
+// F(2,3) (points 0, ±1, ∞; coefficients 0, ±1, ±½) rounds like the direct convolution with
+// 2/3 of its multiply-adds; F(4,3) (points 0, ±1, ±2, ∞) needs half of them at ~3× the
+// float32 rounding error. The transforms are textbook (Lavin & Gray 2016).
+
+/// Bᵀ, G and Aᵀ of F(m, 3), m ∈ {2, 4}.
+struct Wino {
+    m: usize,
+    bt: &'static [&'static [f32]],
+    g: &'static [[f64; 3]],
+    at: &'static [&'static [f32]],
+}
+
+static F23: Wino = Wino {
+    m: 2,
+    bt: &[
+        &[1.0, 0.0, -1.0, 0.0],
+        &[0.0, 1.0, 1.0, 0.0],
+        &[0.0, -1.0, 1.0, 0.0],
+        &[0.0, 1.0, 0.0, -1.0],
+    ],
+    g: &[
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ],
+    at: &[&[1.0, 1.0, 1.0, 0.0], &[0.0, 1.0, -1.0, -1.0]],
+};
+
+static F43: Wino = Wino {
+    m: 4,
+    bt: &[
+        &[4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        &[0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        &[0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        &[0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        &[0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        &[0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ],
+    g: &[
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ],
+    at: &[
+        &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        &[0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        &[0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        &[0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ],
+};
+
+fn wino(m: usize) -> Option<&'static Wino> {
+    match m {
+        2 => Some(&F23),
+        4 => Some(&F43),
+        _ => None,
+    }
+}
+
+/// Tile size of the transformer's k = 3 convolutions on CPU f32, read when a network is
+/// built: `MMAUDIO_NET_WINOGRAD` = 4 (F(4,3), default: half the multiply-adds of the
+/// direct convolution, ~3× its float32 rounding error — still 4× inside the parity
+/// tolerances, and far more accurate than the TF32 matmuls the official demo enables on
+/// GPUs), 2 (F(2,3): 2/3 of the multiply-adds, rounding like the direct convolution) or
+/// 0 (im2col + GEMM).
+pub fn net_winograd_tile() -> usize {
+    match std::env::var("MMAUDIO_NET_WINOGRAD").ok().as_deref() {
+        Some("0") => 0,
+        Some("2") => 2,
+        _ => 4,
+    }
+}
+
+/// `U (α, C_in, C_out)` of F(m, 3) from an official `(C_out, C_in, 3)` weight, formed in f64.
+pub fn winograd3_weight(w: &Tensor, m: usize) -> Result<Tensor> {
+    let sc = wino(m).ok_or_else(|| candle_core::Error::Msg(format!("no Winograd F({m},3)")))?;
+    let (cout, cin, k) = w.dims3()?;
+    if k != 3 {
+        candle_core::bail!("winograd3_weight: kernel size {k} != 3");
+    }
+    let wv: Vec<f64> = w.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    let a = sc.m + 2;
+    let mut u = vec![0f32; a * cin * cout];
+    for (xi, g) in sc.g.iter().enumerate() {
+        for ci in 0..cin {
+            for co in 0..cout {
+                let base = (co * cin + ci) * 3;
+                let v = g[0] * wv[base] + g[1] * wv[base + 1] + g[2] * wv[base + 2];
+                u[(xi * cin + ci) * cout + co] = v as f32;
+            }
+        }
+    }
+    Tensor::from_vec(u, (a, cin, cout), &Device::Cpu)?.to_device(w.device())
+}
+
+/// The k = 3, padding 1 convolution of channel-last `x (B, N, C)` (contiguous f32 CPU) with
+/// Winograd weights `u (α, C, H)`; `None` when the fast path does not apply.
+pub fn winograd3_cl(x: &Tensor, u: &Tensor, m: usize) -> Result<Option<Tensor>> {
+    let Some(sc) = wino(m) else { return Ok(None) };
+    if !fast(&[x, u]) {
+        return Ok(None);
+    }
+    let (b, n, c) = x.dims3()?;
+    let (a, uc, h) = u.dims3()?;
+    if a != m + 2 || uc != c || n == 0 {
+        return Ok(None);
+    }
+    let tiles = n.div_ceil(m);
+    let rows = b * tiles;
+    // input transform: V (α, rows, C)
+    let v = with_f32(x, |xs| {
+        let mut v = vec![0f32; a * rows * c];
+        let vp = SendPtr(v.as_mut_ptr());
+        (0..rows).into_par_iter().for_each(|row| {
+            let (bi, j) = (row / tiles, row % tiles);
+            // padded input row i (0 ≤ i < α) of this tile: x[bi, j·m + i − 1] or zeros
+            let xrow = |i: usize| -> Option<&[f32]> {
+                let t = (j * m + i).checked_sub(1)?;
+                (t < n).then(|| &xs[(bi * n + t) * c..(bi * n + t + 1) * c])
+            };
+            let ins: Vec<Option<&[f32]>> = (0..a).map(xrow).collect();
+            for (xi, bt) in sc.bt.iter().enumerate() {
+                // SAFETY: row `row` of plane ξ is written by this task only
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(vp.ptr().add((xi * rows + row) * c), c)
+                };
+                for (l, &coef) in bt.iter().enumerate() {
+                    if coef == 0.0 {
+                        continue;
+                    }
+                    if let Some(src) = ins[l] {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d += coef * s;
+                        }
+                    }
+                }
+            }
+        });
+        v
+    })
+    .unwrap();
+    let v = Tensor::from_vec(v, (a, rows, c), &Device::Cpu)?;
+    // channel mixing: α GEMMs
+    let mm = v.matmul(u)?;
+    // output transform
+    let out = with_f32(&mm, |ms| {
+        let mut out = vec![0f32; b * n * h];
+        let op = SendPtr(out.as_mut_ptr());
+        (0..rows).into_par_iter().for_each(|row| {
+            let (bi, j) = (row / tiles, row % tiles);
+            for (r, at) in sc.at.iter().enumerate() {
+                let t = j * m + r;
+                if t >= n {
+                    break;
+                }
+                // SAFETY: output row (bi, t) is written by this task only
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(op.ptr().add((bi * n + t) * h), h) };
+                for (xi, &coef) in at.iter().enumerate() {
+                    if coef == 0.0 {
+                        continue;
+                    }
+                    let src = &ms[(xi * rows + row) * h..(xi * rows + row + 1) * h];
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d += coef * s;
+                    }
+                }
+            }
+        });
+        out
+    })
+    .unwrap();
+    Ok(Some(Tensor::from_vec(out, (b, n, h), &Device::Cpu)?))
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to write disjoint regions from parallel tasks
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
