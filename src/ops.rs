@@ -412,11 +412,30 @@ fn wino(m: usize) -> Option<&'static Wino> {
 /// GPUs), 2 (F(2,3): 2/3 of the multiply-adds, rounding like the direct convolution) or
 /// 0 (im2col + GEMM).
 pub fn net_winograd_tile() -> usize {
+    let forced = NET_WINOGRAD.load(std::sync::atomic::Ordering::Relaxed);
+    if forced != usize::MAX {
+        return forced;
+    }
     match std::env::var("MMAUDIO_NET_WINOGRAD").ok().as_deref() {
         Some("0") => 0,
         Some("2") => 2,
         _ => 4,
     }
+}
+
+static NET_WINOGRAD: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Override the tile of networks built from now on (0, 2 or 4; `None` = environment /
+/// default). Process-wide; tests use it to run both paths.
+pub fn set_net_winograd_tile(m: Option<usize>) {
+    let v = match m {
+        Some(0) => 0,
+        Some(2) => 2,
+        Some(4) => 4,
+        _ => usize::MAX,
+    };
+    NET_WINOGRAD.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `U (α, C_in, C_out)` of F(m, 3) from an official `(C_out, C_in, 3)` weight, formed in f64.

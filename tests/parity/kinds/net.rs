@@ -90,6 +90,15 @@ pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     };
     chk.check(case, "ode_wrapper_cfg", &v, &gold, true)?;
 
+    // the other convolution paths (im2col as on GPUs, Winograd F(2,3)) give the same flow
+    for tile in [0, 2] {
+        mmaudio::ops::set_net_winograd_tile(Some(tile));
+        let other = load_net(case, &cfg);
+        mmaudio::ops::set_net_winograd_tile(None);
+        let f = other?.forward(latent, &inp["clip_f"], &inp["sync_f"], &inp["text_f"], &t)?;
+        chk.check(case, "flow", &f, &gold, true)?;
+    }
+
     chk.check(
         case,
         "latent_normalized",
