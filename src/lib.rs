@@ -26,6 +26,7 @@ pub mod model_dir;
 pub mod net;
 pub mod nn;
 pub mod ops;
+pub mod parity;
 pub mod rng;
 pub mod sampler;
 pub mod test_model;

@@ -34,6 +34,27 @@ enum Cmd {
     /// Generate audio for a window of frames from a raw-video stand-in, without GStreamer:
     /// a quick check that a model folder works end to end.
     Selftest(SelftestArgs),
+    /// Run the parity fixtures (golden outputs of the official code) on a device and
+    /// precision: what `cargo test --test parity` runs, without a Rust toolchain.
+    Parity(ParityArgs),
+}
+
+#[derive(clap::Args)]
+struct ParityArgs {
+    /// Fixture folder (default: MMAUDIO_PARITY_DIR or ../shared/parity of the source tree).
+    dir: Option<PathBuf>,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32 (checks the tolerances) or f16/bf16 (reports the errors against the f32 goldens).
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// Only cases whose name contains this or whose kind equals it.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Also write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -154,7 +175,32 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Selftest(a) => cmd_selftest(a),
+        Cmd::Parity(a) => cmd_parity(a),
     }
+}
+
+fn cmd_parity(a: ParityArgs) -> Result<()> {
+    let dir = a.dir.unwrap_or_else(mmaudio::parity::default_dir);
+    anyhow::ensure!(
+        dir.is_dir(),
+        "parity fixture folder {} not found",
+        dir.display()
+    );
+    let device = mmaudio::device::select_device(&a.device)?;
+    let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
+    let opts = mmaudio::parity::Options {
+        device,
+        dtype,
+        filter: a.filter,
+    };
+    let sum = mmaudio::parity::run_dir(&dir, &opts, |l| println!("{l}"))?;
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&sum)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    anyhow::ensure!(sum.failed == 0, "{} parity case(s) failed", sum.failed);
+    anyhow::ensure!(sum.ran > 0, "no parity case ran in {}", dir.display());
+    Ok(())
 }
 
 fn cmd_selftest(a: SelftestArgs) -> Result<()> {

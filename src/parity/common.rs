@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! Shared machinery of the parity runner: case discovery, tensor files, tolerances and
 //! comparisons. Nothing here knows a case name or a size; all of it comes from `case.json`.
 
@@ -16,6 +15,9 @@ pub struct Case {
     pub dir: PathBuf,
     pub json: Value,
     pub kind: String,
+    /// Device and dtype the models of this run are built on (CPU f32 by default).
+    pub device: Device,
+    pub dtype: DType,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +42,24 @@ impl Case {
             dir: dir.to_owned(),
             json,
             kind,
+            device: Device::Cpu,
+            dtype: DType::F32,
         })
+    }
+
+    /// The device models are built on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype models are built in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Whether this run is the reference configuration (CPU or GPU, f32).
+    pub fn is_f32(&self) -> bool {
+        self.dtype == DType::F32
     }
 
     pub fn file(&self, rel: &str) -> PathBuf {
@@ -52,8 +71,15 @@ impl Case {
         candle_core::safetensors::load(&p, &Device::Cpu)
             .with_context(|| format!("loading {}", p.display()))
     }
+    /// Inputs, on the run's device (floating-point inputs in f32; models convert).
     pub fn inputs(&self) -> Result<Tensors> {
-        self.load_st("inputs.safetensors")
+        let t = self.load_st("inputs.safetensors")?;
+        if self.device.is_cpu() {
+            return Ok(t);
+        }
+        t.into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(&self.device)?)))
+            .collect()
     }
     pub fn outputs(&self) -> Result<Tensors> {
         self.load_st("outputs.safetensors")
@@ -183,6 +209,11 @@ impl Checker {
             max_abs
         };
         self.max_rel = self.max_rel.max(rel);
+        if std::env::var_os("MMAUDIO_PARITY_VERBOSE").is_some() {
+            self.notes.push(format!(
+                "{name}: max_abs={max_abs:.3e} max_rel={rel:.3e} (max|golden|={max_g:.3e})"
+            ));
+        }
         if worst_ratio > self.worst.0 || self.worst.1.is_empty() {
             self.worst = (worst_ratio, name.to_string());
         }

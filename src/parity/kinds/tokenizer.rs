@@ -1,8 +1,8 @@
 //! `clip_tokenizer`: open_clip's `SimpleTokenizer` ids for the strings of the case.
 
-use crate::common::{Case, Checker, Outcome, as_i64};
+use crate::features::tokenizer::ClipTokenizer;
+use crate::parity::common::{Case, Checker, Outcome, as_i64};
 use anyhow::{Result, anyhow, bail};
-use mmaudio::features::tokenizer::ClipTokenizer;
 
 pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let inputs = case.inputs()?;

@@ -1,12 +1,12 @@
 //! `flow_sampler`: the Euler/CFG sampler as `eval_utils.generate` runs it, in the modes the
 //! case lists (`av`, `t2a`, `neg`, ...), from the fixture's `x0`.
 
-use crate::common::{Case, Checker, Outcome};
+use crate::NetConfig;
+use crate::net::MmAudioNet;
+use crate::parity::common::{Case, Checker, Outcome};
+use crate::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_latents};
 use anyhow::{Result, bail};
-use candle_core::{DType, Device, Tensor};
-use mmaudio::NetConfig;
-use mmaudio::net::MmAudioNet;
-use mmaudio::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_latents};
+use candle_core::{Device, Tensor};
 
 fn net_config(case: &Case) -> Result<NetConfig> {
     // the constructor args sit in the case itself or in its `network_case` entry (an object
@@ -33,7 +33,7 @@ fn net_config(case: &Case) -> Result<NetConfig> {
 
 pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let cfg = net_config(case)?;
-    let net = MmAudioNet::load_file(&case.weights_path()?, &cfg, DType::F32, &Device::Cpu)?;
+    let net = MmAudioNet::load_file(&case.weights_path()?, &cfg, case.dtype(), case.device())?;
     let inp = case.inputs()?;
     let gold = case.outputs()?;
     let steps = case.num("num_steps")? as usize;
@@ -93,7 +93,7 @@ pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         // x1 normalised straight from the integration: the last state
         let last = {
             // recompute from the last record: x_K = x_{K-1} + dt v
-            let grid = mmaudio::sampler::euler_grid(steps);
+            let grid = crate::sampler::euler_grid(steps);
             (xs.last().unwrap() + (vcfg.last().unwrap() * (grid[steps] - grid[steps - 1]) as f64)?)?
         };
         xs.push(last.clone());

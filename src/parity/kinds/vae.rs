@@ -1,12 +1,12 @@
 //! `vae_decoder` / `vae_encoder`: the MMAudio mel VAE, from the raw checkpoint form (weight
 //! normalisation applied at load time, checked against `weights_wn_removed.safetensors`).
 
-use crate::common::{Case, Checker, Outcome, Tensors};
+use crate::parity::common::{Case, Checker, Outcome, Tensors};
+use crate::vae::{Vae, VaeConfig, VaeParts, VaeWeights, mp_weight_normalize};
+use crate::vocoder::ops;
+use crate::weights::WeightFile;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use mmaudio::vae::{Vae, VaeConfig, VaeParts, VaeWeights, mp_weight_normalize};
-use mmaudio::vocoder::ops;
-use mmaudio::weights::WeightFile;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,10 +19,21 @@ fn config(case: &Case) -> Result<VaeConfig> {
     })
 }
 
-fn load(cfg: &VaeConfig, path: &std::path::Path, parts: VaeParts, form: VaeWeights) -> Result<Vae> {
+fn load(
+    case: &Case,
+    cfg: &VaeConfig,
+    path: &std::path::Path,
+    parts: VaeParts,
+    form: VaeWeights,
+) -> Result<Vae> {
     let wf = Arc::new(WeightFile::open(path)?);
-    let vae = Vae::new(cfg, wf.var_builder(DType::F32, &Device::Cpu), parts, form)
-        .with_context(|| format!("building the VAE from {}", path.display()))?;
+    let vae = Vae::new(
+        cfg,
+        wf.var_builder(case.dtype(), case.device()),
+        parts,
+        form,
+    )
+    .with_context(|| format!("building the VAE from {}", path.display()))?;
     wf.check_all_used("the VAE", |k| {
         (!parts.encoder && k.starts_with("encoder."))
             || (!parts.decoder && k.starts_with("decoder."))
@@ -70,8 +81,8 @@ fn check_normalization(case: &Case, chk: &mut Checker) -> Result<()> {
     Ok(())
 }
 
-fn mmaudio_tol() -> crate::common::Tol {
-    crate::common::Tol {
+fn mmaudio_tol() -> crate::parity::common::Tol {
+    crate::parity::common::Tol {
         atol: 1e-7,
         rtol: 1e-5,
     }
@@ -100,6 +111,7 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let golden = case.outputs()?;
     let z = inputs.get("z").context("input `z` missing")?;
     let vae = load(
+        case,
         &cfg,
         &case.weights_path()?,
         VaeParts::DECODER,
@@ -122,7 +134,7 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
             .unwrap_or("weights_wn_removed.safetensors"),
     );
     if eff.is_file() {
-        let v = load(&cfg, &eff, VaeParts::DECODER, VaeWeights::Normalized)?;
+        let v = load(case, &cfg, &eff, VaeParts::DECODER, VaeWeights::Normalized)?;
         chk.close(
             "mel[normalized weights]",
             &v.decode(z)?,
@@ -140,14 +152,15 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let dir = std::env::temp_dir().join(format!("mmaudio-parity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pth = dir.join(format!("{}.pth", case.name));
-    mmaudio::weights::write_pth(&pth, &tensors, None)?;
-    let v = Vae::load(&cfg, &pth, VaeParts::DECODER, DType::F32, &Device::Cpu);
+    crate::weights::write_pth(&pth, &tensors, None)?;
+    let v = Vae::load(&cfg, &pth, VaeParts::DECODER, case.dtype(), case.device());
     let _ = std::fs::remove_file(&pth);
     chk.close("mel[pth]", &v?.decode(z)?, &golden["mel"], tol)?;
 
     // the fixture is narrow: force the wide-layer Winograd path through the model too
     ops::set_im2col_max_cin(0);
     let wino = load(
+        case,
         &cfg,
         &case.weights_path()?,
         VaeParts::DECODER,
@@ -159,6 +172,7 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
 
     ops::set_fast_cpu_kernels(false);
     let generic = load(
+        case,
         &cfg,
         &case.weights_path()?,
         VaeParts::DECODER,
@@ -176,6 +190,7 @@ pub fn run_encoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let golden = case.outputs()?;
     let mel = inputs.get("mel").context("input `mel` missing")?;
     let vae = load(
+        case,
         &cfg,
         &case.weights_path()?,
         VaeParts::ENCODER,
@@ -200,6 +215,7 @@ pub fn run_encoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
 
     ops::set_im2col_max_cin(0);
     let wino = load(
+        case,
         &cfg,
         &case.weights_path()?,
         VaeParts::ENCODER,
@@ -216,6 +232,7 @@ pub fn run_encoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
 
     ops::set_fast_cpu_kernels(false);
     let generic = load(
+        case,
         &cfg,
         &case.weights_path()?,
         VaeParts::ENCODER,

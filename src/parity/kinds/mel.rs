@@ -1,10 +1,10 @@
 //! `mel`: the official mel converter. Parameters come from `case.json["params"]`; the filter
 //! bank and window are computed by us and checked against the fixture buffers.
 
-use crate::common::{Case, Checker, Outcome, Tol};
+use crate::mel::{LogKind, MelConverter, MelParams};
+use crate::parity::common::{Case, Checker, Outcome, Tol};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use mmaudio::mel::{LogKind, MelConverter, MelParams};
 
 pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let p = case.at("params")?;

@@ -1,16 +1,16 @@
 //! `mmaudio_net`: the MMAudio network against the official module (conditions, flow,
 //! intermediates, empty conditions, CFG, latent (un)normalisation).
 
-use crate::common::{Case, Checker, Outcome};
+use crate::NetConfig;
+use crate::net::{MmAudioNet, Trace};
+use crate::parity::common::{Case, Checker, Outcome};
+use crate::sampler::cfg_combine;
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
-use mmaudio::NetConfig;
-use mmaudio::net::{MmAudioNet, Trace};
-use mmaudio::sampler::cfg_combine;
+use candle_core::Tensor;
 
 pub fn load_net(case: &Case, cfg: &NetConfig) -> Result<MmAudioNet> {
     let path = case.weights_path()?;
-    MmAudioNet::load_file(&path, cfg, DType::F32, &Device::Cpu)
+    MmAudioNet::load_file(&path, cfg, case.dtype(), case.device())
         .with_context(|| format!("loading {}", path.display()))
 }
 
@@ -92,9 +92,9 @@ pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
 
     // the other convolution paths (im2col as on GPUs, Winograd F(2,3)) give the same flow
     for tile in [0, 2] {
-        mmaudio::ops::set_net_winograd_tile(Some(tile));
+        crate::ops::set_net_winograd_tile(Some(tile));
         let other = load_net(case, &cfg);
-        mmaudio::ops::set_net_winograd_tile(None);
+        crate::ops::set_net_winograd_tile(None);
         let f = other?.forward(latent, &inp["clip_f"], &inp["sync_f"], &inp["text_f"], &t)?;
         chk.check(case, "flow", &f, &gold, true)?;
     }

@@ -7,12 +7,12 @@
 //! from an official-format `.pth` (bit-identical result required).
 
 use super::clip::{compare_traced, pth_roundtrip};
-use crate::common::{Case, Checker, Outcome, Tol};
+use crate::features::synchformer::{Synchformer, SynchformerConfig};
+use crate::features::vit::Trace;
+use crate::parity::common::{Case, Checker, Outcome, Tol};
+use crate::weights::WeightFile;
 use anyhow::{Result, anyhow, bail};
-use candle_core::{DType, Device};
-use mmaudio::features::synchformer::{Synchformer, SynchformerConfig};
-use mmaudio::features::vit::Trace;
-use mmaudio::weights::WeightFile;
+use candle_core::DType;
 use std::sync::Arc;
 
 fn sync_config(case: &Case, wf: &WeightFile) -> Result<SynchformerConfig> {
@@ -46,11 +46,11 @@ fn sync_config(case: &Case, wf: &WeightFile) -> Result<SynchformerConfig> {
 }
 
 pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
-    let dev = Device::Cpu;
+    let dev = case.device().clone();
     let wpath = case.weights_path()?;
     let wf = Arc::new(WeightFile::open(&wpath)?);
     let cfg = sync_config(case, &wf)?;
-    let model = Synchformer::load(&wf, &cfg, DType::F32, &dev)?;
+    let model = Synchformer::load(&wf, &cfg, case.dtype(), &dev)?;
     let inputs = case.inputs()?;
     let golden = case.outputs()?;
     let video = inputs

@@ -7,12 +7,12 @@
 //! official-format `.pth` and loaded back through the same loader: the result must be
 //! bit-identical.
 
-use crate::common::{Case, Checker, Outcome, Tensors, Tol, as_i64};
+use crate::features::clip::{ClipConfig, ClipText, ClipVision};
+use crate::features::vit::Trace;
+use crate::parity::common::{Case, Checker, Outcome, Tensors, Tol, as_i64};
+use crate::weights::WeightFile;
 use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use mmaudio::features::clip::{ClipConfig, ClipText, ClipVision};
-use mmaudio::features::vit::Trace;
-use mmaudio::weights::WeightFile;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,11 +49,11 @@ fn clip_config(case: &Case, wf: &WeightFile) -> Result<ClipConfig> {
 }
 
 pub fn run_vision(case: &Case, chk: &mut Checker) -> Result<Outcome> {
-    let dev = Device::Cpu;
+    let dev = case.device().clone();
     let wpath = case.weights_path()?;
     let wf = Arc::new(WeightFile::open(&wpath)?);
     let cfg = clip_config(case, &wf)?;
-    let model = ClipVision::load(&wf, &cfg, DType::F32, &dev)?;
+    let model = ClipVision::load(&wf, &cfg, case.dtype(), &dev)?;
     let inputs = case.inputs()?;
     let golden = case.outputs()?;
     let video = inputs
@@ -82,11 +82,11 @@ pub fn run_vision(case: &Case, chk: &mut Checker) -> Result<Outcome> {
 }
 
 pub fn run_text(case: &Case, chk: &mut Checker) -> Result<Outcome> {
-    let dev = Device::Cpu;
+    let dev = case.device().clone();
     let wpath = case.weights_path()?;
     let wf = Arc::new(WeightFile::open(&wpath)?);
     let cfg = clip_config(case, &wf)?;
-    let model = ClipText::load(&wf, &cfg, DType::F32, &dev)?;
+    let model = ClipText::load(&wf, &cfg, case.dtype(), &dev)?;
     let golden = case.outputs()?;
     let ids = golden
         .get("token_ids")
@@ -117,7 +117,7 @@ pub fn run_text(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         let ln = trace
             .get("ln_final_out")
             .ok_or_else(|| anyhow!("ln_final_out not traced"))?;
-        let proj = wf.load("text_projection", DType::F32, &dev)?;
+        let proj = wf.load("text_projection", case.dtype(), &dev)?;
         let rows = (0..b)
             .map(|i| {
                 let row = &host[i * l..(i + 1) * l];
@@ -216,7 +216,7 @@ pub fn pth_roundtrip(
         case.name,
         std::process::id()
     ));
-    mmaudio::weights::write_pth(&path, &list, None)?;
+    crate::weights::write_pth(&path, &list, None)?;
     let res = WeightFile::open(&path)
         .map_err(anyhow::Error::from)
         .and_then(|wf| f(&Arc::new(wf)));

@@ -4,11 +4,11 @@
 //! legacy weight-norm file, from an official-format `.pth` (`{"generator": state_dict}`), and
 //! through the generic (device-independent) kernels; all must reproduce `wav`.
 
-use crate::common::{Case, Checker, Outcome, Tensors};
+use crate::parity::common::{Case, Checker, Outcome, Tensors};
+use crate::vocoder::{BigVgan, BigVganConfig, ops};
+use crate::weights::WeightFile;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use mmaudio::vocoder::{BigVgan, BigVganConfig, ops};
-use mmaudio::weights::WeightFile;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -31,9 +31,9 @@ fn config(case: &Case, v2: bool) -> Result<BigVganConfig> {
     Ok(cfg)
 }
 
-fn load(cfg: &BigVganConfig, path: &std::path::Path) -> Result<BigVgan> {
+fn load(case: &Case, cfg: &BigVganConfig, path: &std::path::Path) -> Result<BigVgan> {
     let wf = Arc::new(WeightFile::open(path)?);
-    let m = BigVgan::new(cfg, wf.var_builder(DType::F32, &Device::Cpu))
+    let m = BigVgan::new(cfg, wf.var_builder(case.dtype(), case.device()))
         .with_context(|| format!("building the vocoder from {}", path.display()))?;
     wf.check_all_used("the vocoder", |_| false)?;
     Ok(m)
@@ -79,7 +79,7 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
     let golden = case.outputs()?;
     let mel = inputs.get("mel").context("input `mel` missing")?;
 
-    let model = load(&cfg, &case.weights_path()?)?;
+    let model = load(case, &cfg, &case.weights_path()?)?;
     let mut got: Tensors = HashMap::new();
     let wav = model.forward_with_hook(mel, &mut |name: &str, t: &Tensor| {
         got.insert(name.to_string(), t.clone());
@@ -101,7 +101,7 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
         (1, 1, ops::AA_KERNEL),
         &Device::Cpu,
     )?;
-    let filter_tol = crate::common::Tol {
+    let filter_tol = crate::parity::common::Tol {
         atol: 1e-7,
         rtol: 1e-5,
     };
@@ -119,7 +119,7 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
     // legacy weight-norm checkpoint (weight_g / weight_v), folded at load time
     let wn = case.file("weights_weightnorm.safetensors");
     if wn.is_file() {
-        let m = load(&cfg, &wn)?;
+        let m = load(case, &cfg, &wn)?;
         let w = m.forward(mel)?;
         chk.close("wav[weightnorm]", &w, &golden["wav"], tol_wav)?;
         chk.close("wav[weightnorm vs plain]", &w, &wav, tol_wav)?;
@@ -134,8 +134,8 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
         let dir = std::env::temp_dir().join(format!("mmaudio-parity-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let pth = dir.join(format!("{}_generator.pt", case.name));
-        mmaudio::weights::write_pth(&pth, &tensors, Some("generator"))?;
-        let m = BigVgan::load(&cfg, &pth, Some("generator"), DType::F32, &Device::Cpu);
+        crate::weights::write_pth(&pth, &tensors, Some("generator"))?;
+        let m = BigVgan::load(&cfg, &pth, Some("generator"), case.dtype(), case.device());
         let _ = std::fs::remove_file(&pth);
         let w = m?.forward(mel)?;
         chk.close("wav[pth generator]", &w, &golden["wav"], tol_wav)?;
@@ -149,7 +149,7 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
     ops::set_im2col_max_cin(0);
     for tile in [4usize, 2] {
         ops::set_winograd_tile(tile);
-        let w = load(&cfg, &case.weights_path()?).and_then(|m| Ok(m.forward(mel)?));
+        let w = load(case, &cfg, &case.weights_path()?).and_then(|m| Ok(m.forward(mel)?));
         chk.close(
             &format!("wav[winograd F({tile},3)]"),
             &w?,
@@ -162,7 +162,7 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
 
     // generic kernels (what CUDA / f16 / bf16 run)
     ops::set_fast_cpu_kernels(false);
-    let generic = load(&cfg, &case.weights_path()?).and_then(|m| Ok(m.forward(mel)?));
+    let generic = load(case, &cfg, &case.weights_path()?).and_then(|m| Ok(m.forward(mel)?));
     ops::set_fast_cpu_kernels(true);
     chk.close("wav[generic kernels]", &generic?, &golden["wav"], tol_wav)?;
     Ok(Outcome::Ran)

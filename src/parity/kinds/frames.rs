@@ -1,16 +1,16 @@
 //! `frame_preprocess` (frame picking + the two official transforms) and `sync_segments`.
 
-use crate::common::{Case, Checker, Outcome, Tol, as_i64};
-use anyhow::{Context, Result, anyhow, bail};
-use candle_core::{Device, Tensor};
-use mmaudio::features::frames::{
+use crate::features::frames::{
     frame_time_from_ns, plan_frames, pts_to_seconds, sync_segments, sync_token_frames,
 };
-use mmaudio::features::preprocess::{
+use crate::features::preprocess::{
     ResizePlan, Transform, short_side_resize, transform_frames, transform_u8,
 };
-use mmaudio::generator::VideoFrame;
-use mmaudio::{Mode, SequenceConfig};
+use crate::generator::VideoFrame;
+use crate::parity::common::{Case, Checker, Outcome, Tol, as_i64};
+use crate::{Mode, SequenceConfig};
+use anyhow::{Context, Result, anyhow, bail};
+use candle_core::{Device, Tensor};
 use std::sync::Arc;
 
 const EXACT: Tol = Tol {
@@ -18,7 +18,7 @@ const EXACT: Tol = Tol {
     rtol: 0.0,
 };
 
-fn golden<'a>(g: &'a crate::common::Tensors, name: &str) -> Result<&'a Tensor> {
+fn golden<'a>(g: &'a crate::parity::common::Tensors, name: &str) -> Result<&'a Tensor> {
     g.get(name)
         .ok_or_else(|| anyhow!("golden tensor `{name}` missing"))
 }
@@ -27,7 +27,7 @@ fn u8_exact(
     chk: &mut Checker,
     name: &str,
     actual: &[u8],
-    g: &crate::common::Tensors,
+    g: &crate::parity::common::Tensors,
 ) -> Result<()> {
     let want = golden(g, name)?;
     let n: usize = want.dims().iter().product();
@@ -90,7 +90,7 @@ pub fn run_frame_preprocess(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         &g,
     )?;
     // the full (uncropped) short-side resize
-    let (rw, rh) = short_side_resize(w, h, mmaudio::config::SYNC_SIZE);
+    let (rw, rh) = short_side_resize(w, h, crate::config::SYNC_SIZE);
     let full = ResizePlan::new(w, h, rw, rh, None)?;
     let mut resized = vec![0u8; n * full.output_len()];
     for (out, f) in resized.chunks_exact_mut(full.output_len()).zip(&frames) {
@@ -113,7 +113,7 @@ pub fn run_frame_preprocess(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let prepared: Vec<VideoFrame> = frames
         .iter()
         .map(|f| -> Result<VideoFrame> {
-            let p = mmaudio::features::preprocess::prepare_frame(f.width, f.height, &f.data)?;
+            let p = crate::features::preprocess::prepare_frame(f.width, f.height, &f.data)?;
             Ok(VideoFrame {
                 data: Arc::new(Vec::new()),
                 prepared: Some(Arc::new(p)),

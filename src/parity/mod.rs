@@ -1,0 +1,237 @@
+//! Data-driven parity runner against the golden fixtures of the official code.
+//!
+//! A fixture folder holds one sub-folder per case with a `case.json` whose `kind` selects the
+//! code to run (`mmaudio_net`, `flow_sampler`, `vae_decoder`, `vae_encoder`, `bigvgan`,
+//! `bigvgan_v2`, `mel`, `clip_vision`, `clip_text`, `clip_tokenizer`, `synchformer`,
+//! `sync_segments`, `frame_preprocess`). Nothing depends on a case's folder name or sizes:
+//! hyper-parameters and shapes come from `case.json` and the tensors.
+//!
+//! Used by `tests/parity/main.rs` (`cargo test --release --test parity -- --nocapture`) and by
+//! `mmaudio parity DIR [--device cuda:0] [--precision bf16]`, which runs the same cases on a
+//! GPU machine without a Rust toolchain. Each case prints one line:
+//! `parity <case> <kind> ok max_abs=<x> max_rel=<y> …`, `… FAIL <why>` or `… skip (<why>)`.
+//! Runs in a reduced precision report their errors against the f32 golden values
+//! (`report`) instead of failing on the f32 tolerances.
+
+pub mod common;
+pub mod kinds;
+
+use candle_core::{DType, Device};
+use common::{Case, Checker, Outcome};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+type Runner = fn(&Case, &mut Checker) -> anyhow::Result<Outcome>;
+
+/// kind → runner. A kind absent here is reported as `skip (not implemented)`.
+pub fn runner(kind: &str) -> Option<Runner> {
+    Some(match kind {
+        "mmaudio_net" => kinds::net::run,
+        "flow_sampler" => kinds::sampler::run,
+        "vae_decoder" => kinds::vae::run_decoder,
+        "vae_encoder" => kinds::vae::run_encoder,
+        "bigvgan" => kinds::vocoder::run_bigvgan,
+        "bigvgan_v2" => kinds::vocoder::run_bigvgan_v2,
+        "mel" => kinds::mel::run,
+        "clip_vision" => kinds::clip::run_vision,
+        "clip_text" => kinds::clip::run_text,
+        "clip_tokenizer" => kinds::tokenizer::run,
+        "synchformer" => kinds::synchformer::run,
+        "sync_segments" => kinds::frames::run_sync_segments,
+        "frame_preprocess" => kinds::frames::run_frame_preprocess,
+        _ => return None,
+    })
+}
+
+/// The default fixture folder: `MMAUDIO_PARITY_DIR`, else `<crate>/../shared/parity`.
+pub fn default_dir() -> PathBuf {
+    match std::env::var_os("MMAUDIO_PARITY_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/parity"),
+    }
+}
+
+/// How to run the cases.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub device: Device,
+    pub dtype: DType,
+    /// Only cases whose name contains this, or whose kind equals it.
+    pub filter: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            filter: None,
+        }
+    }
+}
+
+/// The result of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub case: String,
+    pub kind: String,
+    /// `ok`, `FAIL`, `skip` or `report` (reduced precision: errors only).
+    pub status: String,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    pub tensors: usize,
+    pub worst: String,
+    pub worst_ratio: f64,
+    pub seconds: f64,
+    pub detail: String,
+    pub line: String,
+}
+
+/// Summary of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub dir: PathBuf,
+    pub device: String,
+    pub dtype: String,
+    pub ran: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub cases: Vec<CaseResult>,
+}
+
+/// Run every case under `dir`; `on_line` gets each result line as it is produced.
+pub fn run_dir(
+    dir: &Path,
+    opts: &Options,
+    mut on_line: impl FnMut(&str),
+) -> anyhow::Result<Summary> {
+    let mut case_dirs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("case.json").is_file())
+        .collect();
+    case_dirs.sort();
+    let reduced = opts.dtype != DType::F32;
+    let mut sum = Summary {
+        dir: dir.to_owned(),
+        device: crate::bench::device_name(&opts.device),
+        dtype: format!("{:?}", opts.dtype).to_lowercase(),
+        ran: 0,
+        failed: 0,
+        skipped: 0,
+        cases: vec![],
+    };
+    for cd in case_dirs {
+        let mut case = match Case::load(&cd) {
+            Ok(c) => c,
+            Err(e) => {
+                let line = format!("parity {} ? FAIL unreadable case: {e:#}", cd.display());
+                on_line(&line);
+                sum.failed += 1;
+                continue;
+            }
+        };
+        if let Some(f) = &opts.filter {
+            if !case.name.contains(f.as_str()) && case.kind != *f {
+                continue;
+            }
+        }
+        case.device = opts.device.clone();
+        case.dtype = opts.dtype;
+        let mut r = CaseResult {
+            case: case.name.clone(),
+            kind: case.kind.clone(),
+            status: String::new(),
+            max_abs: 0.0,
+            max_rel: 0.0,
+            tensors: 0,
+            worst: String::new(),
+            worst_ratio: 0.0,
+            seconds: 0.0,
+            detail: String::new(),
+            line: String::new(),
+        };
+        let Some(run) = runner(&case.kind) else {
+            r.status = "skip".into();
+            r.detail = "not implemented".into();
+            r.line = format!("parity {} {} skip (not implemented)", case.name, case.kind);
+            on_line(&r.line);
+            sum.skipped += 1;
+            sum.cases.push(r);
+            continue;
+        };
+        let mut chk = Checker::default();
+        let start = std::time::Instant::now();
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&case, &mut chk)));
+        r.seconds = start.elapsed().as_secs_f64();
+        (r.max_abs, r.max_rel, r.tensors) = (chk.max_abs, chk.max_rel, chk.compared);
+        (r.worst_ratio, r.worst) = chk.worst.clone();
+        let secs = r.seconds;
+        match res {
+            Ok(Ok(Outcome::Skip(why))) => {
+                r.status = "skip".into();
+                r.line = format!("parity {} {} skip ({why})", case.name, case.kind);
+                r.detail = why;
+                sum.skipped += 1;
+            }
+            Ok(Ok(Outcome::Ran)) if chk.compared > 0 && (chk.failures.is_empty() || reduced) => {
+                r.status = if reduced { "report" } else { "ok" }.into();
+                r.line = format!(
+                    "parity {} {} {} max_abs={:.3e} max_rel={:.3e} ({} tensors, worst {} at {:.2} of its f32 tolerance, {secs:.1}s)",
+                    case.name,
+                    case.kind,
+                    r.status,
+                    chk.max_abs,
+                    chk.max_rel,
+                    chk.compared,
+                    chk.worst.1,
+                    chk.worst.0
+                );
+                for n in &chk.notes {
+                    r.line.push_str(&format!("\n    note: {n}"));
+                }
+                sum.ran += 1;
+            }
+            Ok(Ok(Outcome::Ran)) => {
+                let why = if chk.compared == 0 {
+                    "nothing compared".to_string()
+                } else {
+                    chk.failures.join("; ")
+                };
+                r.status = "FAIL".into();
+                r.line = format!(
+                    "parity {} {} FAIL max_abs={:.3e} max_rel={:.3e}: {why}",
+                    case.name, case.kind, chk.max_abs, chk.max_rel
+                );
+                r.detail = why;
+                sum.ran += 1;
+                sum.failed += 1;
+            }
+            Ok(Err(e)) => {
+                r.status = "FAIL".into();
+                r.detail = format!("error: {e:#}");
+                r.line = format!("parity {} {} FAIL error: {e:#}", case.name, case.kind);
+                sum.ran += 1;
+                sum.failed += 1;
+            }
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                r.status = "FAIL".into();
+                r.detail = format!("panic: {msg}");
+                r.line = format!("parity {} {} FAIL panic: {msg}", case.name, case.kind);
+                sum.ran += 1;
+                sum.failed += 1;
+            }
+        }
+        on_line(&r.line);
+        sum.cases.push(r);
+    }
+    on_line(&format!(
+        "parity summary: {} ran, {} failed, {} skipped ({} {})",
+        sum.ran, sum.failed, sum.skipped, sum.device, sum.dtype
+    ));
+    Ok(sum)
+}
