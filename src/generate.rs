@@ -175,6 +175,34 @@ impl MmAudio {
         Ok(me)
     }
 
+    /// Assemble from already built parts (benchmarks with random weights, embedding apps).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        variant: Variant,
+        mode: Mode,
+        device: &Device,
+        dtype: DType,
+        net: MmAudioNet,
+        decoder: AudioDecoder,
+        clip: Clip,
+        synchformer: Synchformer,
+    ) -> Result<Self> {
+        let me = Self {
+            variant,
+            mode,
+            device: device.clone(),
+            dtype,
+            net,
+            decoder,
+            clip,
+            synchformer,
+            text_cache: Mutex::new(VecDeque::new()),
+            last_timings: Mutex::new(None),
+        };
+        me.check_dims()?;
+        Ok(me)
+    }
+
     /// The feature widths of the encoders must be what the network was trained on.
     fn check_dims(&self) -> Result<()> {
         let cfg = &self.net.cfg;

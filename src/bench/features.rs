@@ -78,7 +78,7 @@ pub fn run_clip(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     let cfg = ClipConfig::dfn5b_vit_h_14_384();
     let model = ClipVision::new(
         &cfg,
-        RandomWeights::new(SEED).var_builder(opts.dtype, &opts.device),
+        RandomWeights::on_device(SEED).var_builder(opts.dtype, &opts.device),
     )?;
     let mut reports = Vec::new();
     let mut counts = vec![1];
@@ -112,7 +112,7 @@ pub fn run_text(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     let cfg = ClipConfig::dfn5b_vit_h_14_384();
     let model = ClipText::new(
         &cfg,
-        RandomWeights::new(SEED).var_builder(opts.dtype, &opts.device),
+        RandomWeights::on_device(SEED).var_builder(opts.dtype, &opts.device),
     )?;
     // sot, a few words, eot, padding (the cost does not depend on the ids)
     let mut ids = vec![49406u32, 320, 1929, 11908, 49407];
@@ -133,7 +133,7 @@ pub fn run_sync(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     let cfg = SynchformerConfig::base();
     let model = Synchformer::new(
         &cfg,
-        RandomWeights::new(SEED).var_builder(opts.dtype, &opts.device),
+        RandomWeights::on_device(SEED).var_builder(opts.dtype, &opts.device),
     )?;
     let x = uniform(
         &[1, SYNC_SEGMENT_FRAMES, 3, SYNC_SIZE, SYNC_SIZE],

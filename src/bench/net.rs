@@ -9,22 +9,16 @@
 
 use super::{BenchOpts, BenchReport, time_runs};
 use crate::error::Result;
-use crate::net::{MmAudioNet, random_weights};
+use crate::net::MmAudioNet;
 use crate::rng::Rng;
 use crate::sampler::{EulerSampler, FeatureSet, SeqLens, generate_latents};
-use crate::weights::WeightFile;
 use candle_core::{Device, Tensor};
-use std::sync::Arc;
 
-/// The network of `opts.variant` with random weights.
+/// The network of `opts.variant` with random weights (drawn on the bench device).
 pub fn random_net(opts: &BenchOpts, seed: u64) -> Result<MmAudioNet> {
     let cfg = opts.variant.net_config();
-    let sd = random_weights(&cfg, seed)?;
-    let wf = Arc::new(WeightFile::from_tensors(
-        format!("<random {}>", opts.variant),
-        sd,
-    ));
-    MmAudioNet::load_weights(&wf, &cfg, opts.dtype, &opts.device)
+    let vb = crate::weights::random::RandomWeights::on_device(seed).var_builder(opts.dtype, &opts.device);
+    MmAudioNet::new(vb, &cfg)
 }
 
 pub fn run(opts: &BenchOpts) -> Result<Vec<BenchReport>> {

@@ -1,61 +1,125 @@
-//! Random state dicts with the official key names and shapes, for benchmarks at real size
-//! and for the small test models (`mmaudio make-test-model`).
+//! Random weights with the official key names and shapes, for benchmarks at real size and
+//! for the small test models (`mmaudio make-test-model`).
 //!
-//! A model constructor is run once against a recording `VarMap` to learn every parameter's
-//! name and official shape; each is then filled by a seeded rule chosen so that every
-//! parameter matters (no zeroed adaLN/output layers as the official initialiser leaves them):
-//! matrices `N(0, 1/fan_in)`, norm weights `1 + 0.1·N`, other vectors `0.05·N`.
+//! [`RandomWeights`] is a `VarBuilder` backend: every tensor a model constructor asks for is
+//! drawn on demand, so any model of the crate can be built at any size without a file.
+//! Values follow a rule chosen so that every parameter matters (the official initialisers
+//! zero the adaLN and output layers, which would make a random model trivial): matrices
+//! `N(0, 1)/√fan_in`, vectors named `*weight` `1 + 0.1·N`, other vectors `0.1·N`.
 
 use crate::error::Result;
-use crate::rng::Rng;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::VarBuilder;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// Run `build` against a recording var builder and return `name → shape` of every parameter.
-pub fn record_shapes(
-    build: impl FnOnce(VarBuilder) -> Result<()>,
-) -> Result<Vec<(String, Vec<usize>)>> {
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    build(vb)?;
-    let data = vm.data().lock().unwrap();
-    let mut v: Vec<(String, Vec<usize>)> = data
-        .iter()
-        .map(|(k, var)| (k.clone(), var.dims().to_vec()))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-/// Fill a random value for a parameter by the rule above.
-pub fn random_tensor(rng: &mut Rng, name: &str, shape: &[usize]) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let mut v = rng.normal_vec(n);
-    let leaf = name.rsplit('.').next().unwrap_or(name);
-    if shape.len() >= 2 {
-        let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
-        let s = 1.0 / (fan_in as f32).sqrt();
-        v.iter_mut().for_each(|x| *x *= s);
-    } else if leaf == "weight" && name.contains("norm") {
-        v.iter_mut().for_each(|x| *x = 1.0 + 0.1 * *x);
-    } else {
-        v.iter_mut().for_each(|x| *x *= 0.05);
-    }
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
-}
-
-/// A full random state dict for the parameters `build` registers.
-pub fn random_state_dict(
+/// Deterministic random weights: each tensor is drawn from a generator seeded by `seed` and
+/// the tensor's name, so the same seed builds the same model. With recording on, the drawn
+/// tensors are kept and [`recorded`](Self::recorded) returns them (to write checkpoints).
+/// [`RandomWeights::on_device`] draws directly on the target device instead (much faster
+/// for multi-GB models on a GPU; values then depend on the device's generator).
+#[derive(Debug)]
+pub struct RandomWeights {
     seed: u64,
-    build: impl FnOnce(VarBuilder) -> Result<()>,
-) -> Result<HashMap<String, Tensor>> {
-    let shapes = record_shapes(build)?;
-    let mut rng = Rng::new(seed);
-    let mut out = HashMap::new();
-    for (name, shape) in shapes {
-        let t = random_tensor(&mut rng, &name, &shape)?;
-        out.insert(name, t);
+    record: Option<Mutex<Vec<(String, Tensor)>>>,
+    on_device: bool,
+}
+
+impl RandomWeights {
+    pub fn new(seed: u64) -> Arc<Self> {
+        Arc::new(Self { seed, record: None, on_device: false })
     }
-    Ok(out)
+
+    pub fn recording(seed: u64) -> Arc<Self> {
+        Arc::new(Self { seed, record: Some(Default::default()), on_device: false })
+    }
+
+    /// Draw on the device the model is built on (for benchmarks).
+    pub fn on_device(seed: u64) -> Arc<Self> {
+        Arc::new(Self { seed, record: None, on_device: true })
+    }
+
+    /// A `VarBuilder` that draws every requested tensor.
+    pub fn var_builder(self: &Arc<Self>, dtype: DType, dev: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(RandomBackend(self.clone())), dtype, dev.clone())
+    }
+
+    /// The tensors drawn so far (float32, CPU), in request order.
+    pub fn recorded(&self) -> Vec<(String, Tensor)> {
+        self.record.as_ref().map(|r| r.lock().unwrap().clone()).unwrap_or_default()
+    }
+
+    fn scale(name: &str, dims: &[usize]) -> (f64, f64) {
+        if dims.len() >= 2 {
+            let fan_in: usize = dims[1..].iter().product();
+            (0.0, 1.0 / (fan_in.max(1) as f64).sqrt())
+        } else if name.ends_with("weight") {
+            (1.0, 0.1)
+        } else {
+            (0.0, 0.1)
+        }
+    }
+
+    fn draw(&self, name: &str, dims: &[usize], dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let (mean, std) = Self::scale(name, dims);
+        if self.on_device && !dev.is_cpu() {
+            return Tensor::randn(mean as f32, std as f32, dims, dev)?.to_dtype(dtype);
+        }
+        // FNV-1a of the name, mixed with the seed
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+        let mut rng = crate::rng::Rng::new(h ^ self.seed.rotate_left(17));
+        let t = ((rng.randn(dims, &Device::Cpu)? * std)? + mean)?;
+        if let Some(r) = &self.record {
+            r.lock().unwrap().push((name.to_string(), t.clone()));
+        }
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+}
+
+struct RandomBackend(Arc<RandomWeights>);
+
+impl candle_nn::var_builder::SimpleBackend for RandomBackend {
+    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.draw(name, s.dims(), dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights: `{name}` requested without a shape")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+/// A full random state dict (f32, CPU) for the parameters `build` asks for.
+pub fn random_state_dict(seed: u64, build: impl FnOnce(VarBuilder) -> Result<()>) -> Result<HashMap<String, Tensor>> {
+    let rw = RandomWeights::recording(seed);
+    build(rw.var_builder(DType::F32, &Device::Cpu))?;
+    Ok(rw.recorded().into_iter().collect())
+}
+
+/// Names and official shapes of the parameters `build` asks for (zeros are handed out, so
+/// this is cheap even at real size).
+pub fn record_shapes(build: impl FnOnce(VarBuilder) -> Result<()>) -> Result<Vec<(String, Vec<usize>)>> {
+    struct Shapes(Mutex<Vec<(String, Vec<usize>)>>);
+    struct Backend(Arc<Shapes>);
+    impl candle_nn::var_builder::SimpleBackend for Backend {
+        fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            self.0 .0.lock().unwrap().push((name.to_string(), s.dims().to_vec()));
+            Tensor::zeros(s, dtype, dev)
+        }
+        fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+            candle_core::bail!("record_shapes: `{name}` requested without a shape")
+        }
+        fn contains_tensor(&self, _name: &str) -> bool {
+            true
+        }
+    }
+    let shapes = Arc::new(Shapes(Mutex::new(Vec::new())));
+    build(VarBuilder::from_backend(Box::new(Backend(shapes.clone())), DType::F32, Device::Cpu))?;
+    let mut v = shapes.0.lock().unwrap().clone();
+    v.sort();
+    v.dedup();
+    Ok(v)
 }
