@@ -1,10 +1,17 @@
-//! `mmaudio`: weights, benchmarks and test models for gst-mmaudio.
+//! `mmaudio`: soundtrack generation, weights, benchmarks and test models for gst-mmaudio.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mmaudio::bench::{self, BenchOpts};
 use mmaudio::{Mode, Variant};
 use std::path::PathBuf;
+
+#[cfg(feature = "gst")]
+mod generate;
+#[cfg(feature = "gst")]
+mod gst_env;
+#[cfg(feature = "gst")]
+mod spectrogram;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +44,15 @@ enum Cmd {
     /// Run the parity fixtures (golden outputs of the official code) on a device and
     /// precision: what `cargo test --test parity` runs, without a Rust toolchain.
     Parity(ParityArgs),
+    /// Generate a soundtrack for a video file (or audio from a prompt alone) with a GStreamer
+    /// pipeline around the mmaudiogen element: .wav/.flac get the audio, .mp4/.mov/.mkv/.webm
+    /// the original video stream (not re-encoded) with the new soundtrack.
+    #[cfg(feature = "gst")]
+    Generate(generate::GenerateArgs),
+    /// Run one window through the generator and draw its video frames above the log-mel
+    /// spectrogram of the generated audio (PNG), e.g. docs/spectrogram.png.
+    #[cfg(feature = "gst")]
+    Spectrogram(spectrogram::SpectrogramArgs),
 }
 
 #[derive(clap::Args)]
@@ -176,6 +192,10 @@ fn main() -> Result<()> {
         }
         Cmd::Selftest(a) => cmd_selftest(a),
         Cmd::Parity(a) => cmd_parity(a),
+        #[cfg(feature = "gst")]
+        Cmd::Generate(a) => generate::run(a),
+        #[cfg(feature = "gst")]
+        Cmd::Spectrogram(a) => spectrogram::run(a),
     }
 }
 

@@ -58,6 +58,25 @@
 //! Changes of `prompt`, `negative-prompt`, `num-steps`, `cfg-strength`, `seed`,
 //! `mask-away-clip` and `text-only` while PLAYING apply from the next window planned.
 //!
+//! ## Messages
+//!
+//! After each window is generated (before its audio is crossfaded and pushed) the element
+//! posts an ELEMENT message whose structure is named `mmaudiogen-window`, for progress
+//! reporting (`mmaudio generate` drives its progress bar from it; `gst-launch-1.0 -m`
+//! prints it):
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `index` | u64 | window number in the stream (0, 1, ...) |
+//! | `start` | GstClockTime | pts of the window's first output sample |
+//! | `duration` | GstClockTime | duration of the window's output (before crossfading; the last window is shorter) |
+//! | `samples` | u64 | that duration in samples at the output rate |
+//! | `frames` | u32 | video frames the window was given (0 in `text-only` mode) |
+//! | `processing-time` | GstClockTime | wall time the generator took for the window |
+//! | `last` | bool | the stream's last window (planned at EOS or a drain) |
+//!
+//! The model load is reported with PROGRESS messages (see above).
+//!
 //! ## Example
 //!
 //! ```text
@@ -73,7 +92,7 @@ use gst_video::prelude::*;
 
 use mmaudio::generator::{AudioGenerator, Cancel, GenerationParams, LoadOptions, WindowRequest};
 use mmaudio::window::{
-    Assembler, Chunk, Planned, TimedFrame, WindowConfig, WindowPlanner, WindowSpan,
+    Assembler, Chunk, Planned, TimedFrame, WindowConfig, WindowPlanner, WindowSpan, samples_to_ns,
 };
 
 use std::collections::VecDeque;
@@ -992,6 +1011,7 @@ impl MMAudioGen {
             request.index
         );
         self.check_budget(request.index, elapsed);
+        self.post_window_message(&request, &span, rate, elapsed);
 
         let res = {
             let mut output = lock(&self.output);
@@ -1015,6 +1035,39 @@ impl MMAudioGen {
                 Err(gst::FlowError::Error)
             }
         }
+    }
+
+    /// The `mmaudiogen-window` element message (see the module documentation).
+    fn post_window_message(
+        &self,
+        request: &WindowRequest,
+        span: &WindowSpan,
+        rate: u32,
+        elapsed: Duration,
+    ) {
+        let structure = gst::Structure::builder("mmaudiogen-window")
+            .field("index", span.index)
+            .field(
+                "start",
+                gst::ClockTime::from_nseconds(span.origin + samples_to_ns(span.start, rate)),
+            )
+            .field(
+                "duration",
+                gst::ClockTime::from_nseconds(samples_to_ns(span.len, rate)),
+            )
+            .field("samples", span.len)
+            .field("frames", request.frames.len() as u32)
+            .field(
+                "processing-time",
+                gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64),
+            )
+            .field("last", span.last)
+            .build();
+        let _ = self.obj().post_message(
+            gst::message::Element::builder(structure)
+                .src(&*self.obj())
+                .build(),
+        );
     }
 
     fn check_budget(&self, index: u64, elapsed: Duration) {
