@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::generator::Cancel;
 use crate::net::{Conditions, MmAudioNet};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 /// How to evaluate the two CFG branches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,22 +99,28 @@ impl EulerSampler {
         } else {
             None
         };
-        let mut x = x0.to_dtype(net.dtype())?;
+        // The state is integrated in f32 whatever the network's precision: in bf16, 25
+        // additions of small velocity steps to the latent would each round to 8 bits of
+        // mantissa. The network sees x in its own dtype; v comes back as f32.
+        let ndt = net.dtype();
+        let mut x = x0.to_dtype(DType::F32)?;
         for k in 0..self.num_steps {
             if let Some(c) = cancel {
                 c.check()?;
             }
             let t_emb = t_embs.narrow(0, k, 1)?;
+            let xn = x.to_dtype(ndt)?;
+            let f32v = |v: Tensor| v.to_dtype(DType::F32);
             let (v_cond, v_uncond) = if !use_cfg {
-                (net.predict_flow(&x, &t_emb, cond)?, None)
+                (f32v(net.predict_flow(&xn, &t_emb, cond)?)?, None)
             } else if let Some(bc) = &batched {
-                let xx = Tensor::cat(&[&x, &x], 0)?;
-                let v = net.predict_flow(&xx, &t_emb, bc)?;
+                let xx = Tensor::cat(&[&xn, &xn], 0)?;
+                let v = f32v(net.predict_flow(&xx, &t_emb, bc)?)?;
                 (v.narrow(0, 0, b)?, Some(v.narrow(0, b, b)?))
             } else {
                 (
-                    net.predict_flow(&x, &t_emb, cond)?,
-                    Some(net.predict_flow(&x, &t_emb, uncond)?),
+                    f32v(net.predict_flow(&xn, &t_emb, cond)?)?,
+                    Some(f32v(net.predict_flow(&xn, &t_emb, uncond)?)?),
                 )
             };
             let v = match &v_uncond {
