@@ -1005,7 +1005,8 @@ mod tests {
         assert_eq!(window_count(10 * s, 8000, 1000), 2);
         assert_eq!(window_count(15 * s, 8000, 1000), 2);
         assert_eq!(window_count(15 * s + 1, 8000, 1000), 3);
-        assert_eq!(window_count(60 * s, 8000, 1000), 8);
+        // windows start every 7 s; the one at 56 s is the first to reach 60 s
+        assert_eq!(window_count(60 * s, 8000, 1000), 9);
     }
 
     #[test]
