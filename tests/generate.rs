@@ -9,29 +9,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(format!("mmaudio-generate-tests-{}", std::process::id()))
+}
+
+extern "C" fn remove_scratch_root() {
+    if std::env::var_os("MMAUDIO_KEEP_TEST_FILES").is_none() {
+        let _ = std::fs::remove_dir_all(scratch_root());
+    }
+}
+
+unsafe extern "C" {
+    fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// This process's scratch folder, removed when the process exits (set
+/// `MMAUDIO_KEEP_TEST_FILES` to keep it).
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("mmaudio-generate-tests-{}", std::process::id()));
+        let dir = scratch_root();
         std::fs::create_dir_all(&dir).unwrap();
+        // SAFETY: registers a plain function that only removes a folder.
+        unsafe {
+            atexit(remove_scratch_root);
+        }
         dir
     })
-}
-
-/// Number of `#[test]`s in this file: the last one to finish removes the scratch folder
-/// (a filtered run that skips some leaves it in the temp dir).
-const TESTS: usize = 3;
-
-/// Held by each test; the last of the [`TESTS`] to drop it removes the scratch folder.
-struct Cleanup;
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        static DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        if DONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == TESTS {
-            let _ = std::fs::remove_dir_all(scratch());
-        }
-    }
 }
 
 /// A folder holding only the plugin built for this test run (`target/<profile>/deps/`),
@@ -181,7 +185,6 @@ fn wav_samples(path: &Path) -> (u64, u32) {
 
 #[test]
 fn video_to_wav_and_mp4_soundtrack_lasts_exactly_the_video() {
-    let _c = Cleanup;
     let input = input_video();
     let model = test_model("16k");
 
@@ -252,7 +255,6 @@ fn video_to_wav_and_mp4_soundtrack_lasts_exactly_the_video() {
 
 #[test]
 fn video_to_mkv_at_44k_and_text_only_flac_exact_lengths() {
-    let _c = Cleanup;
     let input = input_video();
     let model = test_model("44k");
     let mkv = scratch().join("out.mkv");
@@ -302,7 +304,6 @@ fn video_to_mkv_at_44k_and_text_only_flac_exact_lengths() {
 
 #[test]
 fn bad_invocations_say_what_to_do() {
-    let _c = Cleanup;
     let input = input_video();
     let missing = scratch().join("no-such-models");
     let e = run_err(

@@ -155,6 +155,7 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     crate::weights::write_pth(&pth, &tensors, None)?;
     let v = Vae::load(&cfg, &pth, VaeParts::DECODER, case.dtype(), case.device());
     let _ = std::fs::remove_file(&pth);
+    let _ = std::fs::remove_dir(&dir); // if no other case is using it
     chk.close("mel[pth]", &v?.decode(z)?, &golden["mel"], tol)?;
 
     // the fixture is narrow: force the wide-layer Winograd path through the model too

@@ -137,6 +137,7 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
         crate::weights::write_pth(&pth, &tensors, Some("generator"))?;
         let m = BigVgan::load(&cfg, &pth, Some("generator"), case.dtype(), case.device());
         let _ = std::fs::remove_file(&pth);
+        let _ = std::fs::remove_dir(&dir); // if no other case is using it
         let w = m?.forward(mel)?;
         chk.close("wav[pth generator]", &w, &golden["wav"], tol_wav)?;
     } else {

@@ -229,11 +229,29 @@ pub fn wav_info(path: &std::path::Path) -> (u64, u16, u16, u32) {
     panic!("no data chunk in {}", path.display());
 }
 
-/// A scratch directory for this test process.
+fn scratch_root() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mmaudiogen-tests-{}", std::process::id()))
+}
+
+extern "C" fn remove_scratch_root() {
+    if std::env::var_os("MMAUDIO_KEEP_TEST_FILES").is_none() {
+        let _ = std::fs::remove_dir_all(scratch_root());
+    }
+}
+
+unsafe extern "C" {
+    fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// A scratch directory for this test process, removed when the process exits (set
+/// `MMAUDIO_KEEP_TEST_FILES` to keep it for a look).
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir()
-        .join(format!("mmaudiogen-tests-{}", std::process::id()))
-        .join(name);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function that only removes a folder.
+    ONCE.call_once(|| unsafe {
+        atexit(remove_scratch_root);
+    });
+    let dir = scratch_root().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
