@@ -13,6 +13,37 @@ const LN_EPS: f32 = 1e-5;
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+/// The input of a stream's adaLN: `SiLU(c)`, computed once per flow step and shared by every
+/// block, possibly at fewer rows than the stream plus the index that expands the modulation
+/// to the stream's rows. The per-token sync conditioning has only `sync_len` distinct rows
+/// (the sync features are resampled to the latent length by nearest-neighbour), so every
+/// latent-stream adaLN GEMM runs on those rows (192 instead of 250 at 8 s) and its output is
+/// gathered; the result is the official `Linear(SiLU(global_c + sync_f))` exactly.
+#[derive(Debug, Clone)]
+pub struct AdaInput {
+    /// `SiLU(c)`: `(B, 1, H)` (global), `(B, N, H)` or `(B, U, H)` with `idx`.
+    pub silu: Tensor,
+    /// `(N,)` u32 row of `silu` for each stream row.
+    pub idx: Option<Tensor>,
+}
+
+impl AdaInput {
+    pub fn new(c: &Tensor, idx: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            silu: candle_nn::ops::silu(c)?,
+            idx,
+        })
+    }
+
+    fn modulation(&self, ada: &Linear) -> Result<Tensor> {
+        let m = ada.forward(&self.silu)?;
+        match &self.idx {
+            Some(idx) => m.index_select(idx, 1),
+            None => Ok(m),
+        }
+    }
+}
+
 /// Per-stream q/k/v projection with RMSNorm on q and k.
 #[derive(Debug, Clone)]
 pub struct SelfAttention {
@@ -209,17 +240,16 @@ impl SingleBlock {
         Ok(Self { attn, ada, post })
     }
 
-    /// adaLN modulation + normalisation + q/k/v. `c` is `(B, 1, H)` (global) or `(B, N, H)`
-    /// (per-token).
+    /// adaLN modulation + normalisation + q/k/v; `c` global or per-token.
     pub fn pre_attention(
         &self,
         x: &Tensor,
-        c: &Tensor,
+        c: &AdaInput,
         rot: Option<&RopeTable>,
         trace: &Trace,
         name: &str,
     ) -> Result<((Tensor, Tensor, Tensor), Option<Modulation>)> {
-        let m = self.ada.forward(&candle_nn::ops::silu(c)?)?;
+        let m = c.modulation(&self.ada)?;
         let xm = ops::ln_modulate(&x.contiguous()?, &m, 0, 1, LN_EPS)?;
         let qkv = self.attn.pre_attention(&xm, rot, trace, name)?;
         let modulation = if self.post.is_some() {
@@ -249,7 +279,7 @@ impl SingleBlock {
     pub fn forward(
         &self,
         x: &Tensor,
-        c: &Tensor,
+        c: &AdaInput,
         rot: Option<&RopeTable>,
         trace: &Trace,
         name: &str,
@@ -285,8 +315,8 @@ impl JointBlock {
         latent: &Tensor,
         clip_f: &Tensor,
         text_f: &Tensor,
-        global_c: &Tensor,
-        extended_c: &Tensor,
+        global_c: &AdaInput,
+        extended_c: &AdaInput,
         latent_rot: &RopeTable,
         clip_rot: &RopeTable,
         trace: &Trace,
@@ -351,8 +381,8 @@ impl FinalBlock {
         })
     }
 
-    pub fn forward(&self, latent: &Tensor, c: &Tensor) -> Result<Tensor> {
-        let m = self.ada.forward(&candle_nn::ops::silu(c)?)?;
+    pub fn forward(&self, latent: &Tensor, c: &AdaInput) -> Result<Tensor> {
+        let m = c.modulation(&self.ada)?;
         let x = ops::ln_modulate(&latent.contiguous()?, &m, 0, 1, LN_EPS)?;
         self.conv.forward(&x)
     }

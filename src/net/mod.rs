@@ -18,7 +18,7 @@ use crate::config::NetConfig;
 use crate::error::{Error, Result};
 use crate::nn::{ChannelLastConv1d, Linear, SwiGlu, selu};
 use crate::weights::WeightFile;
-use blocks::{FinalBlock, JointBlock, SingleBlock};
+use blocks::{AdaInput, FinalBlock, JointBlock, SingleBlock};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use embed::TimestepEmbedder;
@@ -93,8 +93,10 @@ impl InputProj {
 pub struct Conditions {
     /// `(B, clip_len, H)`
     pub clip_f: Tensor,
-    /// `(B, N, H)`: projected sync features resampled to the latent length
-    pub sync_f: Tensor,
+    /// `(B, S, H)`: projected sync features (S sync tokens), before resampling
+    pub sync_u: Tensor,
+    /// `(N,)` u32: the sync row of each latent row (`interpolate(mode='nearest-exact')`)
+    pub sync_idx: Tensor,
     /// `(B, 77, H)`
     pub text_f: Tensor,
     /// `(B, H)`
@@ -112,7 +114,13 @@ impl Conditions {
         self.clip_f.dim(0).unwrap_or(0)
     }
     pub fn latent_len(&self) -> usize {
-        self.sync_f.dim(1).unwrap_or(0)
+        self.sync_idx.dim(0).unwrap_or(0)
+    }
+
+    /// `(B, N, H)`: the sync features resampled to the latent length (official `sync_f`
+    /// after interpolation).
+    pub fn sync_f(&self) -> Result<Tensor> {
+        Ok(self.sync_u.index_select(&self.sync_idx, 1)?)
     }
 
     /// Repeat batch-1 rows to `b` (no-op when already `b`).
@@ -128,7 +136,8 @@ impl Conditions {
         };
         Ok(Self {
             clip_f: e(&self.clip_f)?,
-            sync_f: e(&self.sync_f)?,
+            sync_u: e(&self.sync_u)?,
+            sync_idx: self.sync_idx.clone(),
             text_f: e(&self.text_f)?,
             clip_f_c: e(&self.clip_f_c)?,
             text_f_c: e(&self.text_f_c)?,
@@ -145,7 +154,8 @@ impl Conditions {
         };
         Ok(Self {
             clip_f: c(&|p| &p.clip_f)?,
-            sync_f: c(&|p| &p.sync_f)?,
+            sync_u: c(&|p| &p.sync_u)?,
+            sync_idx: parts[0].sync_idx.clone(),
             text_f: c(&|p| &p.text_f)?,
             clip_f_c: c(&|p| &p.clip_f_c)?,
             text_f_c: c(&|p| &p.text_f_c)?,
@@ -381,7 +391,6 @@ impl MmAudioNet {
             latent_len,
             &self.device,
         )?;
-        let sync_f = sync_f.index_select(&idx, 1)?;
         let clip_f_c = self.clip_cond_proj.forward(&clip_f.mean(1)?)?;
         let text_f_c = self.text_cond_proj.forward(&text_f.mean(1)?)?;
         let global_cond = self.global_cond_mlp.forward(&(&clip_f_c + &text_f_c)?)?;
@@ -389,7 +398,8 @@ impl MmAudioNet {
             RopeTable::pair(latent_len, clip_len, self.cfg.head_dim(), &self.device)?;
         Ok(Conditions {
             clip_f,
-            sync_f,
+            sync_u: sync_f,
+            sync_idx: idx,
             text_f,
             clip_f_c,
             text_f_c,
@@ -497,11 +507,22 @@ impl MmAudioNet {
         }
         let h = self.cfg.hidden_dim;
         let global_c = c.global_cond.broadcast_add(t_emb)?.reshape((b, 1, h))?;
-        let extended_c = global_c.broadcast_add(&c.sync_f)?;
         if tr.on() {
             tr.put("global_c", &global_c);
-            tr.put("extended_c", &extended_c);
+            tr.put("extended_c", &global_c.broadcast_add(&c.sync_f()?)?);
         }
+        // adaLN inputs, shared by all blocks of the step; the per-token one at the distinct
+        // sync rows only (see `AdaInput`)
+        let extended_c = if c.sync_u.dim(1)? < n {
+            AdaInput::new(
+                &global_c.broadcast_add(&c.sync_u)?,
+                Some(c.sync_idx.clone()),
+            )?
+        } else {
+            // as many sync rows as latent rows, or more (very short clips): gather first
+            AdaInput::new(&global_c.broadcast_add(&c.sync_f()?)?, None)?
+        };
+        let global_c = AdaInput::new(&global_c, None)?;
         let mut latent = latent;
         let mut clip_f = c.clip_f.clone();
         let mut text_f = c.text_f.clone();

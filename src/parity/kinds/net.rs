@@ -33,7 +33,7 @@ pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let cond = net.preprocess_conditions(&inp["clip_f"], &inp["sync_f"], &inp["text_f"], n)?;
     for (name, tensor) in [
         ("cond.clip_f", &cond.clip_f),
-        ("cond.sync_f", &cond.sync_f),
+        ("cond.sync_f", &cond.sync_f()?),
         ("cond.text_f", &cond.text_f),
         ("cond.clip_f_c", &cond.clip_f_c),
         ("cond.text_f_c", &cond.text_f_c),
@@ -67,7 +67,7 @@ pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let empty = net.empty_conditions(1, n, clip_len, sync_len, None)?;
     for (name, tensor) in [
         ("empty.clip_f", &empty.clip_f),
-        ("empty.sync_f", &empty.sync_f),
+        ("empty.sync_f", &empty.sync_f()?),
         ("empty.text_f", &empty.text_f),
         ("empty.clip_f_c", &empty.clip_f_c),
         ("empty.text_f_c", &empty.text_f_c),
