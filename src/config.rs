@@ -227,13 +227,13 @@ impl NetConfig {
         if self.v2 { self.hidden_dim } else { 256 }
     }
     pub fn validate(&self) -> Result<()> {
-        if self.num_heads == 0 || self.hidden_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.hidden_dim.is_multiple_of(self.num_heads) {
             return Err(Error::config(format!(
                 "hidden_dim {} is not a multiple of num_heads {}",
                 self.hidden_dim, self.num_heads
             )));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(Error::config("head_dim must be even for RoPE"));
         }
         if self.fused_depth >= self.depth {

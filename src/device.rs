@@ -11,10 +11,10 @@ pub fn select_device(spec: &str) -> Result<Device> {
     match s.as_str() {
         "cpu" => Ok(Device::Cpu),
         "auto" | "" => {
-            if candle_core::utils::cuda_is_available() {
-                if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(d);
-                }
+            if candle_core::utils::cuda_is_available()
+                && let Ok(d) = Device::new_cuda(0)
+            {
+                return Ok(d);
             }
             Ok(Device::Cpu)
         }

@@ -230,10 +230,10 @@ pub fn qkv_prep_cpu(
     let (b, n, c3) = qkv.dims3()?;
     let c = c3 / 3;
     let d = c / heads;
-    if let Some(r) = rope {
-        if r.half * 2 != d || r.cos.len() < n * r.half {
-            return Ok(None);
-        }
+    if let Some(r) = rope
+        && (r.half * 2 != d || r.cos.len() < n * r.half)
+    {
+        return Ok(None);
     }
     let out = with_f32(qkv, |xs| {
         // output layout (3, B, H, N, D); one task per (which, b, h)

@@ -718,7 +718,7 @@ mod tests {
             let mut p = WindowPlanner::new(cfg);
             p.set_framerate(Some((num as u32, den as u32)));
             let mut windows = vec![];
-            for f in cfr(0, (16 * num / den) as u64, num, den, true) {
+            for f in cfr(0, 16 * num / den, num, den, true) {
                 for pl in p.push_frame(f) {
                     if let Planned::Window { request, .. } = pl {
                         windows.push(request);

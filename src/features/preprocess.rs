@@ -453,8 +453,8 @@ impl PreparedFrame {
 /// it, done once). Plans are cached per frame size.
 pub fn prepare_frame(width: usize, height: usize, data: &[u8]) -> Result<PreparedFrame> {
     use std::sync::Mutex;
-    static PLANS: Mutex<Vec<(usize, usize, Arc<(ResizePlan, ResizePlan)>)>> =
-        Mutex::new(Vec::new());
+    type Plans = Vec<(usize, usize, Arc<(ResizePlan, ResizePlan)>)>;
+    static PLANS: Mutex<Plans> = Mutex::new(Vec::new());
     let probe = VideoFrame::rgb(0.0, width, height, Arc::new(Vec::new()));
     if width == 0 || height == 0 || data.len() != width * height * 3 {
         check_frame(

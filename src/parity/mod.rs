@@ -130,10 +130,11 @@ pub fn run_dir(
                 continue;
             }
         };
-        if let Some(f) = &opts.filter {
-            if !case.name.contains(f.as_str()) && case.kind != *f {
-                continue;
-            }
+        if let Some(f) = &opts.filter
+            && !case.name.contains(f.as_str())
+            && case.kind != *f
+        {
+            continue;
         }
         case.device = opts.device.clone();
         case.dtype = opts.dtype;

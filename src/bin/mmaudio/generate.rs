@@ -887,7 +887,7 @@ fn run_pipeline(
         // The reason is on the bus.
         while let Some(msg) = bus.pop() {
             if let gst::MessageView::Error(e) = msg.view() {
-                bail!("{}", error_text(&e));
+                bail!("{}", error_text(e));
             }
         }
         bail!("the pipeline failed to start");
@@ -920,7 +920,7 @@ fn run_pipeline(
         };
         match msg.view() {
             gst::MessageView::Eos(_) => break,
-            gst::MessageView::Error(e) => bail!("{}", error_text(&e)),
+            gst::MessageView::Error(e) => bail!("{}", error_text(e)),
             gst::MessageView::Warning(w) => {
                 progress.say(&format!("warning: {}", w.error()));
             }

@@ -298,6 +298,7 @@ fn colour(t: f32) -> [u8; 3] {
 
 /// The picture: a strip of frame thumbnails at their times, a tick row (one tick per
 /// second), and the log-mel spectrogram (low frequencies at the bottom), 80 dB range.
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     mel: &[f32],
     n_mels: usize,
@@ -472,9 +473,7 @@ mod tests {
         // 80 bands, 10 frames; energy only in the lowest band → bright pixels at the bottom
         let (n_mels, n_frames) = (80, 10);
         let mut mel = vec![-5.0f32; n_mels * n_frames];
-        for f in 0..n_frames {
-            mel[f] = 0.0; // band 0
-        }
+        mel[..n_frames].fill(0.0); // band 0
         let thumb = vec![200u8; 4 * THUMB_H as usize * 3];
         let (w, h, img) = render(
             &mel,

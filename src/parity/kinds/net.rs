@@ -16,7 +16,7 @@ pub fn load_net(case: &Case, cfg: &NetConfig) -> Result<MmAudioNet> {
 
 pub fn config(case: &Case) -> Result<NetConfig> {
     let args = case.at("constructor_args")?.clone();
-    Ok(serde_json::from_value(args).context("constructor_args")?)
+    serde_json::from_value(args).context("constructor_args")
 }
 
 pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
