@@ -19,10 +19,12 @@
 //! The streaming thread copies each frame (packed RGB, stride removed), plans windows and
 //! queues them; at most `max-in-flight` windows are queued or being generated, beyond
 //! that the streaming thread blocks (backpressure), so memory is bounded for any length:
-//! one window of frames plus `max-in-flight` windows of requests. Frames are kept at the
-//! size they arrive in (the generator resizes them): an 8 s window of 1080p25 RGB is
-//! 1.2 GB, so scale large videos down first, e.g. `videoscale ! video/x-raw,height=[1,480]`
-//! (the model sees 384×384 and 224×224 frames).
+//! one window of frames plus `max-in-flight` windows of requests. With the MMAudio
+//! generator each frame is resized on arrival, on the streaming thread, to the two sizes the
+//! model sees (384×384 for CLIP, 224×224 for Synchformer; ≈ 11 ms for a 1080p frame), so a
+//! window holds ≈ 0.6 MB per frame whatever the input size, and this work overlaps the
+//! generation of the previous window on the worker thread. (Generators that do not ask for
+//! prepared frames get the packed RGB frame as it arrived.)
 //!
 //! Flow errors of the source pad are returned upstream from the next `chain`. FLUSH_START
 //! cancels the generator between sampler steps and returns at once; FLUSH_STOP resets
