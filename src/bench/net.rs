@@ -17,7 +17,8 @@ use candle_core::{Device, Tensor};
 /// The network of `opts.variant` with random weights (drawn on the bench device).
 pub fn random_net(opts: &BenchOpts, seed: u64) -> Result<MmAudioNet> {
     let cfg = opts.variant.net_config();
-    let vb = crate::weights::random::RandomWeights::on_device(seed).var_builder(opts.dtype, &opts.device);
+    let vb = crate::weights::random::RandomWeights::on_device(seed)
+        .var_builder(opts.dtype, &opts.device);
     MmAudioNet::new(vb, &cfg)
 }
 

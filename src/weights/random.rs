@@ -27,16 +27,28 @@ pub struct RandomWeights {
 
 impl RandomWeights {
     pub fn new(seed: u64) -> Arc<Self> {
-        Arc::new(Self { seed, record: None, on_device: false })
+        Arc::new(Self {
+            seed,
+            record: None,
+            on_device: false,
+        })
     }
 
     pub fn recording(seed: u64) -> Arc<Self> {
-        Arc::new(Self { seed, record: Some(Default::default()), on_device: false })
+        Arc::new(Self {
+            seed,
+            record: Some(Default::default()),
+            on_device: false,
+        })
     }
 
     /// Draw on the device the model is built on (for benchmarks).
     pub fn on_device(seed: u64) -> Arc<Self> {
-        Arc::new(Self { seed, record: None, on_device: true })
+        Arc::new(Self {
+            seed,
+            record: None,
+            on_device: true,
+        })
     }
 
     /// A `VarBuilder` that draws every requested tensor.
@@ -46,7 +58,10 @@ impl RandomWeights {
 
     /// The tensors drawn so far (float32, CPU), in request order.
     pub fn recorded(&self) -> Vec<(String, Tensor)> {
-        self.record.as_ref().map(|r| r.lock().unwrap().clone()).unwrap_or_default()
+        self.record
+            .as_ref()
+            .map(|r| r.lock().unwrap().clone())
+            .unwrap_or_default()
     }
 
     fn scale(name: &str, dims: &[usize]) -> (f64, f64) {
@@ -60,13 +75,21 @@ impl RandomWeights {
         }
     }
 
-    fn draw(&self, name: &str, dims: &[usize], dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn draw(
+        &self,
+        name: &str,
+        dims: &[usize],
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let (mean, std) = Self::scale(name, dims);
         if self.on_device && !dev.is_cpu() {
             return Tensor::randn(mean as f32, std as f32, dims, dev)?.to_dtype(dtype);
         }
         // FNV-1a of the name, mixed with the seed
-        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
         let mut rng = crate::rng::Rng::new(h ^ self.seed.rotate_left(17));
         let t = ((rng.randn(dims, &Device::Cpu)? * std)? + mean)?;
         if let Some(r) = &self.record {
@@ -79,11 +102,23 @@ impl RandomWeights {
 struct RandomBackend(Arc<RandomWeights>);
 
 impl candle_nn::var_builder::SimpleBackend for RandomBackend {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.0.draw(name, s.dims(), dtype, dev)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("random weights: `{name}` requested without a shape")
     }
 
@@ -93,7 +128,10 @@ impl candle_nn::var_builder::SimpleBackend for RandomBackend {
 }
 
 /// A full random state dict (f32, CPU) for the parameters `build` asks for.
-pub fn random_state_dict(seed: u64, build: impl FnOnce(VarBuilder) -> Result<()>) -> Result<HashMap<String, Tensor>> {
+pub fn random_state_dict(
+    seed: u64,
+    build: impl FnOnce(VarBuilder) -> Result<()>,
+) -> Result<HashMap<String, Tensor>> {
     let rw = RandomWeights::recording(seed);
     build(rw.var_builder(DType::F32, &Device::Cpu))?;
     Ok(rw.recorded().into_iter().collect())
@@ -101,15 +139,33 @@ pub fn random_state_dict(seed: u64, build: impl FnOnce(VarBuilder) -> Result<()>
 
 /// Names and official shapes of the parameters `build` asks for (zeros are handed out, so
 /// this is cheap even at real size).
-pub fn record_shapes(build: impl FnOnce(VarBuilder) -> Result<()>) -> Result<Vec<(String, Vec<usize>)>> {
+pub fn record_shapes(
+    build: impl FnOnce(VarBuilder) -> Result<()>,
+) -> Result<Vec<(String, Vec<usize>)>> {
     struct Shapes(Mutex<Vec<(String, Vec<usize>)>>);
     struct Backend(Arc<Shapes>);
     impl candle_nn::var_builder::SimpleBackend for Backend {
-        fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-            self.0 .0.lock().unwrap().push((name.to_string(), s.dims().to_vec()));
+        fn get(
+            &self,
+            s: Shape,
+            name: &str,
+            _h: candle_nn::Init,
+            dtype: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
+            self.0
+                .0
+                .lock()
+                .unwrap()
+                .push((name.to_string(), s.dims().to_vec()));
             Tensor::zeros(s, dtype, dev)
         }
-        fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        fn get_unchecked(
+            &self,
+            name: &str,
+            _dtype: DType,
+            _dev: &Device,
+        ) -> candle_core::Result<Tensor> {
             candle_core::bail!("record_shapes: `{name}` requested without a shape")
         }
         fn contains_tensor(&self, _name: &str) -> bool {
@@ -117,7 +173,11 @@ pub fn record_shapes(build: impl FnOnce(VarBuilder) -> Result<()>) -> Result<Vec
         }
     }
     let shapes = Arc::new(Shapes(Mutex::new(Vec::new())));
-    build(VarBuilder::from_backend(Box::new(Backend(shapes.clone())), DType::F32, Device::Cpu))?;
+    build(VarBuilder::from_backend(
+        Box::new(Backend(shapes.clone())),
+        DType::F32,
+        Device::Cpu,
+    ))?;
     let mut v = shapes.0.lock().unwrap().clone();
     v.sort();
     v.dedup();
