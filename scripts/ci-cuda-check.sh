@@ -14,6 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
+# cuda-env.sh makes a venv: Debian's python3 needs python3-venv for that
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+  $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
 # cuda-env.sh is written to be sourced by interactive shells: strict mode off meanwhile
 set +euo pipefail
 # shellcheck source=cuda-env.sh
