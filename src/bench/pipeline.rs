@@ -332,7 +332,8 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     // the stream: `windows` full windows of video at `fps`
     let n_windows = p.windows.max(1);
     let stream_s = p.window_s + (n_windows - 1) as f64 * hop_s;
-    let n_frames = (stream_s * p.fps).round() as usize;
+    // whole frames only, so the stream does not spill into one more window
+    let n_frames = ((stream_s * p.fps + 1e-6).floor() as usize).max(1);
     let frame_ns = (NS_PER_S as f64 / p.fps).round() as u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Planned>(1);
     let prepare = crate::generator::AudioGenerator::wants_prepared_frames(&model);
