@@ -56,13 +56,27 @@ pub struct MmAudio {
     pub last_timings: Mutex<Option<WindowTimings>>,
 }
 
-/// Where the time of one window went.
-#[derive(Debug, Clone, Copy, Default)]
+/// Where the time of one window went. The device is synchronised at each stage boundary
+/// before the clock is read, so on CUDA the stages are measured to completion (a handful of
+/// synchronisations per window; the work inside a stage stays asynchronous).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct WindowTimings {
+    /// Frame picking and the CLIP/Synchformer transforms (CPU), upload included.
     pub preprocess_s: f64,
+    /// CLIP image + Synchformer features (`clip_s + sync_s`).
     pub features_s: f64,
+    pub clip_s: f64,
+    pub sync_s: f64,
+    /// CLIP text features of the prompt and the negative prompt (cached per prompt).
+    pub text_s: f64,
+    /// Initial noise, conditions and the Euler steps with CFG (text features excluded).
     pub sampling_s: f64,
+    /// VAE + vocoder + download of the samples (`vae_s + vocoder_s`).
     pub decode_s: f64,
+    pub vae_s: f64,
+    pub vocoder_s: f64,
+    /// The whole `generate_window` call.
+    pub total_s: f64,
 }
 
 fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) -> Result<Option<T>> {
@@ -223,6 +237,11 @@ impl MmAudio {
         self.mode.sampling_rate()
     }
 
+    /// Forget the cached text features (benchmarks that time the text encoder).
+    pub fn clear_text_cache(&self) {
+        self.text_cache.lock().unwrap().clear();
+    }
+
     /// CLIP text features `(1, 77, D)` of a prompt, cached.
     pub fn text_features(&self, prompt: &str) -> Result<Tensor> {
         if let Some((_, t)) = self
@@ -283,7 +302,16 @@ impl MmAudio {
         let seq = SequenceConfig::new(duration, self.mode);
         let p = &req.params;
         let mut timings = WindowTimings::default();
-        let t0 = Instant::now();
+        let start = Instant::now();
+        let dev = &self.device;
+        // seconds since `t` once the device has finished the queued work; restarts `t`
+        let lap = |t: &mut Instant| -> Result<f64> {
+            dev.synchronize()?;
+            let s = t.elapsed().as_secs_f64();
+            *t = Instant::now();
+            Ok(s)
+        };
+        let mut t = Instant::now();
 
         let (clip_f, sync_f, lens) = if req.frames.is_empty() {
             (None, None, SeqLens::from(seq))
@@ -295,9 +323,8 @@ impl MmAudio {
                 Some(preprocess::clip_frames(&req.frames, &ci, &self.device)?)
             };
             let sync_in = preprocess::sync_frames(&req.frames, &si, &self.device)?;
-            timings.preprocess_s = t0.elapsed().as_secs_f64();
+            timings.preprocess_s = lap(&mut t)?;
             cancel.check()?;
-            let t1 = Instant::now();
             let clip_f = match clip_in {
                 Some(x) => Some(
                     self.clip
@@ -306,11 +333,13 @@ impl MmAudio {
                 ),
                 None => None,
             };
+            timings.clip_s = lap(&mut t)?;
             cancel.check()?;
             let sync_f = self
                 .synchformer
                 .encode_video(&sync_in.to_dtype(self.dtype)?.unsqueeze(0)?)?;
-            timings.features_s = t1.elapsed().as_secs_f64();
+            timings.sync_s = lap(&mut t)?;
+            timings.features_s = timings.clip_s + timings.sync_s;
             let lens = SeqLens {
                 latent: seq.latent_seq_len(),
                 clip: ci.len(),
@@ -319,9 +348,9 @@ impl MmAudio {
             (clip_f, Some(sync_f), lens)
         };
         cancel.check()?;
-        let t2 = Instant::now();
         let text = self.text_features(&p.prompt)?;
         let negative = self.text_features(&p.negative_prompt)?;
+        timings.text_s = lap(&mut t)?;
         let features = FeatureSet {
             clip: clip_f,
             sync: sync_f,
@@ -340,12 +369,15 @@ impl MmAudio {
             Some(cancel),
             observer,
         )?;
-        timings.sampling_s = t2.elapsed().as_secs_f64();
+        timings.sampling_s = lap(&mut t)?;
         cancel.check()?;
-        let t3 = Instant::now();
-        let wav = self.decoder.decode(&latents.to_dtype(self.dtype)?)?;
+        let mel = self.decoder.decode_mel(&latents.to_dtype(self.dtype)?)?;
+        timings.vae_s = lap(&mut t)?;
+        let wav = self.decoder.vocode(&mel)?;
         let mut samples: Vec<f32> = wav.get(0)?.to_dtype(DType::F32)?.to_vec1()?;
-        timings.decode_s = t3.elapsed().as_secs_f64();
+        timings.vocoder_s = lap(&mut t)?;
+        timings.decode_s = timings.vae_s + timings.vocoder_s;
+        timings.total_s = start.elapsed().as_secs_f64();
         *self.last_timings.lock().unwrap() = Some(timings);
         if samples.len() < want {
             return Err(Error::input(format!(

@@ -7,6 +7,7 @@
 pub mod audio;
 pub mod features;
 pub mod net;
+pub mod pipeline;
 pub mod preprocess;
 
 use crate::error::{Error, Result};
@@ -28,6 +29,8 @@ pub struct BenchOpts {
     pub dtype: DType,
     /// Number of frames for the CLIP vision bench.
     pub frames: usize,
+    /// Options of the whole-generator targets (`e2e`, `stream`).
+    pub pipeline: pipeline::PipelineOpts,
 }
 
 /// One measured item.
@@ -78,13 +81,21 @@ impl BenchReport {
     }
 
     pub fn summary(&self) -> String {
+        let cpu = if self.cpu_s.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{:.2}",
+                self.cpu_s.iter().sum::<f64>() / self.times_s.iter().sum::<f64>()
+            )
+        };
         format!(
-            "{:<32} median {:>9.4} s  min {:>9.4} s  ({} runs, cpu/wall {:.2})  peak RSS {:>7.0} MB  [{} {}]",
+            "{:<32} median {:>9.4} s  min {:>9.4} s  ({} runs, cpu/wall {})  peak RSS {:>7.0} MB  [{} {}]",
             self.item,
             self.median_s,
             self.min_s,
             self.times_s.len(),
-            self.cpu_s.iter().sum::<f64>() / self.times_s.iter().sum::<f64>(),
+            cpu,
             self.peak_rss_mb,
             self.device,
             self.dtype
@@ -168,6 +179,8 @@ pub const TARGETS: &[&str] = &[
     "text",
     "sync",
     "preprocess",
+    "e2e",
+    "stream",
 ];
 
 /// Run one bench target.
@@ -180,6 +193,8 @@ pub fn run(target: &str, opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         "text" => features::run_text(opts),
         "sync" => features::run_sync(opts),
         "preprocess" => preprocess::run(opts),
+        "e2e" => pipeline::run_e2e(opts),
+        "stream" => pipeline::run_stream(opts),
         other => Err(Error::config(format!(
             "unknown bench target `{other}` (one of: {})",
             TARGETS.join(", ")

@@ -140,7 +140,8 @@ struct CheckWeightsArgs {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// What to measure: net, vae, vocoder, clip, text, sync.
+    /// What to measure: net, vae, vocoder, clip, text, sync, preprocess, e2e (the whole
+    /// generator, one window, per stage), stream (window engine, real-time factor).
     target: String,
     /// Model variant (small_16k, small_44k, medium_44k, large_44k, large_44k_v2).
     #[arg(long, default_value = "small_16k")]
@@ -172,6 +173,32 @@ struct BenchArgs {
     /// Also write the reports as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// e2e/stream: tiny test-model sizes instead of the real ones (smoke runs).
+    #[arg(long)]
+    tiny: bool,
+    /// e2e/stream: synthetic input video size and rate (RGB24).
+    #[arg(long, default_value_t = 1280)]
+    width: usize,
+    #[arg(long, default_value_t = 720)]
+    height: usize,
+    #[arg(long, default_value_t = 25.0)]
+    fps: f64,
+    /// e2e/stream: text prompt.
+    #[arg(long, default_value = "waves crashing on a rocky beach")]
+    prompt: String,
+    /// stream: windows to generate (after --warmup warm-up windows).
+    #[arg(long, default_value_t = 8)]
+    windows: usize,
+    /// stream: window length in seconds.
+    #[arg(long, default_value_t = 8.0)]
+    window: f64,
+    /// stream: hop between window starts in seconds (the engine needs hop >= window/2;
+    /// a shorter hop runs at window/2 and the report gives the RTF for both).
+    #[arg(long, default_value_t = 2.0)]
+    hop: f64,
+    /// stream: deliver frames at their presentation times (live pacing).
+    #[arg(long)]
+    realtime: bool,
 }
 
 fn main() -> Result<()> {
@@ -343,7 +370,25 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         device,
         dtype,
         frames: a.frames,
+        pipeline: bench::pipeline::PipelineOpts {
+            tiny: a.tiny,
+            width: a.width,
+            height: a.height,
+            fps: a.fps,
+            prompt: a.prompt,
+            windows: a.windows,
+            window_s: a.window,
+            hop_s: a.hop,
+            realtime: a.realtime,
+        },
     };
+    eprintln!(
+        "bench {}: {} on {} in {:?}",
+        a.target,
+        a.variant,
+        bench::device_name(&opts.device),
+        opts.dtype
+    );
     let reports = bench::run(&a.target, &opts)?;
     for r in &reports {
         println!("{}", r.summary());
