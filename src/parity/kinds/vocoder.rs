@@ -42,7 +42,8 @@ fn load(case: &Case, cfg: &BigVganConfig, path: &std::path::Path) -> Result<BigV
 /// The official stage loop accumulates in place (`xs = resblocks[0](x); xs += ...`), so a
 /// forward hook on `resblocks.0` that keeps the returned tensor ends up holding the SUM of the
 /// stage's AMP blocks. Accept the golden as either the block's own output or that aliased sum
-/// (saying which), never anything else.
+/// (saying which), never anything else: the candidate nearer the golden is checked (so a
+/// reduced-precision run, which passes neither f32 tolerance, still reports the right one).
 fn check_block_out(
     case: &Case,
     chk: &mut Checker,
@@ -51,17 +52,21 @@ fn check_block_out(
     golden: &Tensors,
 ) -> Result<()> {
     let name = "resblocks.0.out";
-    let mut probe = Checker::default();
-    probe.check(case, name, own, golden, false)?;
-    if probe.failures.is_empty() {
-        return chk.check(case, name, own, golden, false);
-    }
     let sum = got
         .get("stage.0.amp_sum")
         .context("stage.0.amp_sum missing")?;
-    let mut probe = Checker::default();
-    probe.check(case, name, sum, golden, false)?;
-    if probe.failures.is_empty() {
+    let want = golden
+        .get(name)
+        .with_context(|| format!("golden {name} missing"))?
+        .to_dtype(DType::F32)?;
+    let dist = |t: &Tensor| -> Result<f32> {
+        let t = t.to_dtype(DType::F32)?.to_device(want.device())?;
+        if t.dims() != want.dims() {
+            return Ok(f32::INFINITY);
+        }
+        Ok((t - &want)?.abs()?.max_all()?.to_scalar::<f32>()?)
+    };
+    if dist(sum)? < dist(own)? {
         chk.notes.push(
             "golden resblocks.0.out is the in-place-aliased sum of stage 0's AMP blocks \
              (official `xs += ...`); compared with our stage.0.amp_sum"
@@ -69,7 +74,6 @@ fn check_block_out(
         );
         return chk.check(case, name, sum, golden, false);
     }
-    // neither: report against the block's own output
     chk.check(case, name, own, golden, false)
 }
 
