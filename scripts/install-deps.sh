@@ -9,7 +9,7 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-plugins-base-apps
-  pkg-config gcc python3 python3-venv ca-certificates
+  pkg-config gcc python3 python3-venv ca-certificates curl
 )
 missing=()
 for p in "${packages[@]}"; do
