@@ -97,17 +97,29 @@ fn test_model(mode: &str) -> &'static Path {
     })
 }
 
+/// `gst-launch-1.0 -q ARGS` under a time limit. gst-launch itself (not our code) can, rarely
+/// and under heavy load, stall after the data is through without reaching EOS on the bus
+/// (seen once: every streaming thread idle, no EOS message); one such stall is retried once
+/// rather than hanging CI. A second stall or any error fails the test.
 fn gst_launch(args: &str) {
-    let out = Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(args.split_whitespace())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gst-launch-1.0 {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for attempt in 0..2 {
+        let out = Command::new("timeout")
+            .args(["120", "gst-launch-1.0", "-q"])
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        if out.status.code() == Some(124) && attempt == 0 {
+            eprintln!("gst-launch-1.0 {args}: stalled for 120 s, retrying once");
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "gst-launch-1.0 {args} ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
 }
 
 /// A 10 s, 25 fps H.264 video (moving ball) in MP4, no audio.
@@ -124,11 +136,20 @@ fn input_video() -> &'static Path {
     })
 }
 
-/// Samples of the file's (first) audio stream after decoding, at `rate`, mono.
-fn decoded_samples(file: &Path, rate: u32) -> u64 {
-    let raw = file.with_extension(format!("{}.raw", rate));
+/// Samples of the file's audio stream after decoding, at `rate`, mono. `video`: whether the
+/// file also has a video stream (it then goes to a fakesink, so no pad is left unlinked; a
+/// sink that never gets data would keep the pipeline from prerolling, hence the flag).
+fn decoded_samples(file: &Path, rate: u32, video: bool) -> u64 {
+    let ext = file.extension().unwrap().to_string_lossy();
+    let raw = file.with_extension(format!("{ext}.{rate}.raw"));
+    let video_branch = if video {
+        "d. ! video/x-raw ! fakesink"
+    } else {
+        ""
+    };
     gst_launch(&format!(
-        "filesrc location={} ! decodebin ! audioconvert ! audioresample \
+        "filesrc location={} ! decodebin name=d {video_branch} \
+         d. ! audio/x-raw ! queue ! audioconvert ! audioresample \
          ! audio/x-raw,format=S16LE,channels=1,rate={rate} ! filesink location={}",
         file.display(),
         raw.display()
@@ -227,7 +248,7 @@ fn video_to_wav_and_mp4_soundtrack_lasts_exactly_the_video() {
         "video re-encoded?"
     );
     assert_eq!(
-        decoded_samples(&mp4, 16_000),
+        decoded_samples(&mp4, 16_000, true),
         160_000,
         "AAC soundtrack length"
     );
@@ -270,7 +291,7 @@ fn video_to_mkv_at_44k_and_text_only_flac_exact_lengths() {
     );
     assert!(discover(&mkv).contains("FLAC"));
     assert_eq!(
-        decoded_samples(&mkv, 44_100),
+        decoded_samples(&mkv, 44_100, true),
         441_000,
         "FLAC soundtrack length"
     );
@@ -299,7 +320,11 @@ fn video_to_mkv_at_44k_and_text_only_flac_exact_lengths() {
             .args(["--num-steps", "1"]),
     );
     assert!(text.contains("154350 samples"), "{text}");
-    assert_eq!(decoded_samples(&flac, 44_100), 154_350, "3.5 s at 44.1 kHz");
+    assert_eq!(
+        decoded_samples(&flac, 44_100, false),
+        154_350,
+        "3.5 s at 44.1 kHz"
+    );
 }
 
 #[test]
