@@ -173,20 +173,16 @@ impl MmAudio {
             device,
         )?;
 
-        let me = Self {
+        Self::from_parts(
             variant,
             mode,
-            device: device.clone(),
+            device,
             dtype,
             net,
             decoder,
             clip,
             synchformer,
-            text_cache: Mutex::new(VecDeque::new()),
-            last_timings: Mutex::new(None),
-        };
-        me.check_dims()?;
-        Ok(me)
+        )
     }
 
     /// Assemble from already built parts (benchmarks with random weights, embedding apps).

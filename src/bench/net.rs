@@ -104,7 +104,8 @@ pub fn run(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
 
 fn cfg_param_count(opts: &BenchOpts) -> Result<usize> {
     let cfg = opts.variant.net_config();
-    let shapes = crate::weights::random::record_shapes(|vb| MmAudioNet::new(vb, &cfg).map(|_| ()))?;
+    let shapes =
+        crate::weights::check::expected_shapes(|vb| MmAudioNet::new(vb, &cfg).map(|_| ()))?;
     Ok(shapes
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
