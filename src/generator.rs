@@ -2,125 +2,14 @@
 //!
 //! The window engine and the GStreamer element talk to generation only through
 //! [`AudioGenerator`], so the streaming logic can be tested with cheap fake generators and
-//! the real MMAudio generator (composing frame sampling, CLIP,
-//! Synchformer, text features, the sampler and the audio decoder) plugs in unchanged.
+//! the real MMAudio generator ([`crate::model::MmAudio`], loaded by
+//! [`crate::model::load_generator`]) plugs in unchanged. The plain data a request carries
+//! lives below this interface, in [`crate::request`].
 
 use crate::config::Variant;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::request::{Cancel, WindowRequest};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// One decoded video frame: packed RGB24, `width * height * 3` bytes, rows without padding —
-/// or, when `prepared` is set, only its two model-size versions (then `data` may be empty).
-#[derive(Debug, Clone)]
-pub struct VideoFrame {
-    /// Presentation time in seconds, relative to the start of the window it is given in.
-    pub pts: f64,
-    pub width: usize,
-    pub height: usize,
-    pub data: Arc<Vec<u8>>,
-    /// The frame already resized for CLIP and Synchformer (see
-    /// [`crate::features::preprocess::prepare_frame`]): done once per frame as it arrives,
-    /// so overlapping windows share the work and only ~0.6 MB per frame is kept whatever
-    /// the video size.
-    pub prepared: Option<Arc<crate::features::preprocess::PreparedFrame>>,
-}
-
-impl VideoFrame {
-    /// A raw packed-RGB24 frame.
-    pub fn rgb(pts: f64, width: usize, height: usize, data: Arc<Vec<u8>>) -> Self {
-        Self {
-            pts,
-            width,
-            height,
-            data,
-            prepared: None,
-        }
-    }
-}
-
-/// Per-window generation settings (the element's properties at the time the window starts).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerationParams {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub num_steps: usize,
-    pub cfg_strength: f64,
-    pub seed: u64,
-    /// Drop the CLIP (semantic) video features and keep only the sync stream, as the
-    /// official demo's `--mask_away_clip`.
-    pub mask_away_clip: bool,
-}
-
-impl Default for GenerationParams {
-    fn default() -> Self {
-        Self {
-            prompt: String::new(),
-            negative_prompt: String::new(),
-            num_steps: 25,
-            cfg_strength: 4.5,
-            seed: 42,
-            mask_away_clip: false,
-        }
-    }
-}
-
-/// One window to generate.
-#[derive(Debug, Clone)]
-pub struct WindowRequest {
-    /// Sequence number of the window in the stream (0, 1, ...).
-    pub index: u64,
-    /// Start of the window on the stream's time axis, in seconds (informational; frame
-    /// times are relative to it).
-    pub start: f64,
-    /// Duration of the window in seconds; the generator returns `round(duration · sr)` samples.
-    pub duration: f64,
-    /// Frames whose (relative) pts lie in `[0, duration)`, in order. Empty = text-to-audio.
-    ///
-    /// The frames are a step function: each frame is shown from its pts until the next
-    /// frame's, the last one until `duration`. The first frame is the one shown at the
-    /// window start (its pts clamped to 0), so sampling "the frame shown at time t" for
-    /// any `t` in `[0, duration)` is always defined. The window engine sends a window
-    /// shorter than the model's minimum with that minimum `duration` and only the real
-    /// frames: the last frame then holds to the end (see `crate::window`).
-    pub frames: Vec<VideoFrame>,
-    pub params: GenerationParams,
-}
-
-impl WindowRequest {
-    /// Samples this window must produce at `rate`.
-    pub fn num_samples(&self, rate: u32) -> usize {
-        (self.duration * rate as f64).round() as usize
-    }
-}
-
-/// Cooperative cancellation, checked between sampler steps.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
-    }
-    pub fn reset(&self) {
-        self.0.store(false, Ordering::SeqCst)
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    /// `Err(Error::Aborted)` once cancelled.
-    pub fn check(&self) -> Result<()> {
-        if self.is_cancelled() {
-            Err(Error::Aborted)
-        } else {
-            Ok(())
-        }
-    }
-}
 
 /// Anything that turns a window request into audio.
 pub trait AudioGenerator: Send {
@@ -157,39 +46,5 @@ impl Default for LoadOptions {
             device: "auto".into(),
             precision: "auto".into(),
         }
-    }
-}
-
-/// Load the MMAudio generator described by `opts`. Errors name the file and the reason.
-pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
-    if opts.model_dir.as_os_str().is_empty() {
-        return Err(Error::config("no model directory given"));
-    }
-    if !opts.model_dir.is_dir() {
-        return Err(Error::MissingFile {
-            path: opts.model_dir.clone(),
-            what: "MMAudio model directory".into(),
-        });
-    }
-    Ok(Box::new(crate::generate::load(opts, &mut |_| {})?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn load_generator_names_a_missing_directory() {
-        let opts = LoadOptions {
-            model_dir: "/nonexistent/mmaudio-models".into(),
-            ..Default::default()
-        };
-        let e = load_generator(&opts).err().unwrap().to_string();
-        assert!(e.contains("/nonexistent/mmaudio-models"), "{e}");
-        let e = load_generator(&LoadOptions::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("no model directory"), "{e}");
     }
 }

@@ -9,6 +9,16 @@
 //! [`net`] + [`sampler`] (flow matching with classifier-free guidance) → [`vae`] +
 //! [`vocoder`] (latents → mel → waveform) → windowing/crossfade.
 //!
+//! Modules are layered, and imports only go downwards:
+//!
+//! 1. plain data: [`request`] (frames, per-window settings, cancellation), [`config`],
+//!    [`error`];
+//! 2. the models: [`features`], [`net`], [`sampler`], [`vae`], [`vocoder`],
+//!    [`audio_decoder`], with [`weights`] and [`model_dir`] to load them;
+//! 3. the generator interface [`generator`] and the MMAudio composition [`model`] that
+//!    implements it;
+//! 4. the window engine [`window`], which drives any [`generator::AudioGenerator`].
+//!
 //! Module and variable paths mirror the official checkpoint keys, so the official `.pth`
 //! files (and their safetensors conversions) load without renaming, through [`weights`].
 
@@ -19,14 +29,15 @@ pub mod device;
 pub mod error;
 pub mod features;
 pub mod fetch;
-pub mod generate;
 pub mod generator;
 pub mod mel;
+pub mod model;
 pub mod model_dir;
 pub mod net;
 pub mod nn;
 pub mod ops;
 pub mod parity;
+pub mod request;
 pub mod rng;
 pub mod sampler;
 pub mod test_model;

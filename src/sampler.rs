@@ -10,8 +10,8 @@
 //! The sampler is outside the network, as in candle-transformers' flux/mmdit.
 
 use crate::error::{Error, Result};
-use crate::generator::Cancel;
 use crate::net::{Conditions, MmAudioNet};
+use crate::request::Cancel;
 use candle_core::{DType, Tensor};
 
 /// How to evaluate the two CFG branches.

@@ -74,7 +74,8 @@
 
 use crate::config::MIN_DURATION_S;
 use crate::error::{Error, Result};
-use crate::generator::{AudioGenerator, Cancel, GenerationParams, VideoFrame, WindowRequest};
+use crate::generator::AudioGenerator;
+use crate::request::{Cancel, GenerationParams, VideoFrame, WindowRequest};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -210,7 +211,7 @@ pub struct TimedFrame {
     /// Packed RGB24, `width * height * 3` bytes (may be empty when `prepared` is set).
     pub data: Arc<Vec<u8>>,
     /// The frame already resized for the models (see [`VideoFrame::prepared`]).
-    pub prepared: Option<Arc<crate::features::preprocess::PreparedFrame>>,
+    pub prepared: Option<Arc<crate::request::PreparedFrame>>,
 }
 
 /// Where a planned window lies on the output sample axis.

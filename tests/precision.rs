@@ -5,9 +5,9 @@
 //! finite, and follow the f32 output (same seed and weights).
 
 use mmaudio::Mode;
-use mmaudio::generator::{
-    Cancel, GenerationParams, LoadOptions, VideoFrame, WindowRequest, load_generator,
-};
+use mmaudio::generator::LoadOptions;
+use mmaudio::model::load_generator;
+use mmaudio::request::{Cancel, GenerationParams, VideoFrame, WindowRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 

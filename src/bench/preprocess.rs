@@ -5,7 +5,7 @@ use super::{BenchOpts, BenchReport, time_runs};
 use crate::error::Result;
 use crate::features::frames::plan_frames;
 use crate::features::preprocess::{Transform, transform_frames};
-use crate::generator::VideoFrame;
+use crate::request::VideoFrame;
 use std::sync::Arc;
 
 const W: usize = 1920;

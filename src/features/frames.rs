@@ -46,7 +46,7 @@
 //! (relative) may still be picked (official `t == end_sec` is kept), so callers should pass
 //! it when they have it; frames beyond the duration are ignored here, so passing more
 //! frames than the window needs is harmless. The element should fill
-//! [`VideoFrame::pts`](crate::generator::VideoFrame) with [`relative_frame_time`] and pass
+//! [`VideoFrame::pts`](crate::request::VideoFrame) with [`relative_frame_time`] and pass
 //! those times to [`plan_frames`].
 
 use crate::config::{CLIP_FPS, SYNC_FPS, SYNC_SEGMENT_FRAMES, SYNC_STEP, SYNC_TOKENS_PER_SEGMENT};

@@ -20,7 +20,7 @@
 
 use crate::config::{CLIP_SIZE, SYNC_SIZE};
 use crate::error::{Error, Result};
-use crate::generator::VideoFrame;
+use crate::request::{PreparedFrame, VideoFrame};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -431,21 +431,11 @@ fn filter_lines_generic(acc: &mut [i32], lines: &[u8], w: &[i32], precision: u32
     }
 }
 
-/// A frame resized once for both models: planar uint8 `(3, 384, 384)` for CLIP and
-/// `(3, 224, 224)` for Synchformer — exactly what [`transform_u8`] would compute from the
-/// full frame.
-#[derive(Debug, Clone)]
-pub struct PreparedFrame {
-    pub clip: Vec<u8>,
-    pub sync: Vec<u8>,
-}
-
-impl PreparedFrame {
-    fn get(&self, t: Transform) -> &[u8] {
-        match t {
-            Transform::Clip => &self.clip,
-            Transform::Sync => &self.sync,
-        }
+/// The plane of a prepared frame that `t` produces.
+fn prepared_plane(frame: &PreparedFrame, t: Transform) -> &[u8] {
+    match t {
+        Transform::Clip => &frame.clip,
+        Transform::Sync => &frame.sync,
     }
 }
 
@@ -568,7 +558,7 @@ pub fn transform_u8(
         .zip(uniq.par_iter().zip(plan_of.par_iter()))
         .try_for_each(|(out, (&i, &p))| match &frames[i].prepared {
             Some(pf) => {
-                out.copy_from_slice(pf.get(transform));
+                out.copy_from_slice(prepared_plane(pf, transform));
                 Ok(())
             }
             None => plans[p].run_u8(&frames[i].data, out),

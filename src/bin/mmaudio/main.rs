@@ -7,11 +7,11 @@ use mmaudio::{Mode, Variant};
 use std::path::PathBuf;
 
 #[cfg(feature = "gst")]
-mod generate;
+mod commands;
 #[cfg(feature = "gst")]
 mod gst_env;
 #[cfg(feature = "gst")]
-mod spectrogram;
+use commands::{generate, spectrogram};
 
 #[derive(Parser)]
 #[command(
@@ -251,14 +251,14 @@ fn cmd_parity(a: ParityArgs) -> Result<()> {
 }
 
 fn cmd_selftest(a: SelftestArgs) -> Result<()> {
-    use mmaudio::generator::{GenerationParams, VideoFrame, WindowRequest};
+    use mmaudio::request::{GenerationParams, VideoFrame, WindowRequest};
     let dir = mmaudio::model_dir::ModelDir::open(&a.model_dir)?;
     let variant = dir.variant(a.variant)?;
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
     let t = std::time::Instant::now();
     let model =
-        mmaudio::generate::MmAudio::load(&dir, variant, &device, dtype, &mut |m| eprintln!("{m}"))?;
+        mmaudio::model::MmAudio::load(&dir, variant, &device, dtype, &mut |m| eprintln!("{m}"))?;
     eprintln!("loaded in {:.2} s", t.elapsed().as_secs_f64());
     // a moving gradient at 25 fps
     let (w, h) = (64usize, 48usize);
@@ -283,7 +283,7 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
         },
     };
     let t = std::time::Instant::now();
-    let audio = model.generate_window(&req, &mmaudio::generator::Cancel::new(), None)?;
+    let audio = model.generate_window(&req, &mmaudio::request::Cancel::new(), None)?;
     let secs = t.elapsed().as_secs_f64();
     let peak = audio.iter().fold(0f32, |m, x| m.max(x.abs()));
     let timings = model.last_timings.lock().unwrap().unwrap_or_default();

@@ -6,8 +6,8 @@ use crate::features::frames::{
 use crate::features::preprocess::{
     ResizePlan, Transform, short_side_resize, transform_frames, transform_u8,
 };
-use crate::generator::VideoFrame;
 use crate::parity::common::{Case, Checker, Outcome, Tol, as_i64};
+use crate::request::VideoFrame;
 use crate::{Mode, SequenceConfig};
 use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{Device, Tensor};

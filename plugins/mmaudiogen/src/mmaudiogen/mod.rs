@@ -11,7 +11,7 @@ mod imp;
 
 /// How the element obtains its generator: called on a loader thread at READY→PAUSED with
 /// the `model-dir`, `variant`, `device` and `precision` properties. The default factory
-/// checks `model-dir` and calls [`mmaudio::generator::load_generator`].
+/// checks `model-dir` and calls [`mmaudio::model::load_generator`].
 pub type GeneratorFactory =
     dyn Fn(&LoadOptions) -> mmaudio::Result<Box<dyn AudioGenerator>> + Send + Sync + 'static;
 
@@ -98,7 +98,7 @@ impl MMAudioGen {
         self.imp().set_factory(Some(std::sync::Arc::new(factory)));
     }
 
-    /// Go back to the default factory ([`mmaudio::generator::load_generator`]).
+    /// Go back to the default factory ([`mmaudio::model::load_generator`]).
     pub fn clear_generator_factory(&self) {
         self.imp().set_factory(None);
     }

@@ -5,7 +5,8 @@
 #![allow(clippy::result_large_err)]
 
 use gst::prelude::*;
-use mmaudio::generator::{AudioGenerator, Cancel, LoadOptions, WindowRequest};
+use mmaudio::generator::{AudioGenerator, LoadOptions};
+use mmaudio::request::{Cancel, WindowRequest};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};

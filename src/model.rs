@@ -1,4 +1,5 @@
-//! The complete MMAudio generator: one window of frames (+ prompt) → one window of audio.
+//! The MMAudio model composition: every network loaded on one device, and one window of
+//! frames (+ prompt) → one window of audio.
 //!
 //! Composes, per window: frame picking at 8 and 25 fps ([`crate::features::frames`]),
 //! preprocessing, CLIP image features, Synchformer features, CLIP text features of the
@@ -25,9 +26,10 @@ use crate::features::frames::plan_frames;
 use crate::features::preprocess;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
 use crate::features::tokenizer::ClipTokenizer;
-use crate::generator::{AudioGenerator, Cancel, LoadOptions, VideoFrame, WindowRequest};
+use crate::generator::{AudioGenerator, LoadOptions};
 use crate::model_dir::{Component, ModelDir, ResolvedFile};
 use crate::net::MmAudioNet;
+use crate::request::{Cancel, VideoFrame, WindowRequest};
 use crate::rng::Rng;
 use crate::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_latents};
 use crate::vae::VaeConfig;
@@ -399,10 +401,44 @@ impl AudioGenerator for MmAudio {
     }
 }
 
+/// Load the MMAudio generator described by `opts`. Errors name the file and the reason.
+pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
+    if opts.model_dir.as_os_str().is_empty() {
+        return Err(Error::config("no model directory given"));
+    }
+    if !opts.model_dir.is_dir() {
+        return Err(Error::MissingFile {
+            path: opts.model_dir.clone(),
+            what: "MMAudio model directory".into(),
+        });
+    }
+    Ok(Box::new(load(opts, &mut |_| {})?))
+}
+
 /// Load the generator described by element/CLI options.
 pub fn load(opts: &LoadOptions, progress: &mut dyn FnMut(&str)) -> Result<MmAudio> {
     let dir = ModelDir::open(&opts.model_dir)?;
     let device = crate::device::select_device(&opts.device)?;
     let dtype = crate::device::select_dtype(&opts.precision, &device)?;
     MmAudio::load(&dir, opts.variant, &device, dtype, progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_generator_names_a_missing_directory() {
+        let opts = LoadOptions {
+            model_dir: "/nonexistent/mmaudio-models".into(),
+            ..Default::default()
+        };
+        let e = load_generator(&opts).err().unwrap().to_string();
+        assert!(e.contains("/nonexistent/mmaudio-models"), "{e}");
+        let e = load_generator(&LoadOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no model directory"), "{e}");
+    }
 }

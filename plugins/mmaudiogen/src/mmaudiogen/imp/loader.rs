@@ -1,0 +1,211 @@
+//! Model loading on its own thread at READY→PAUSED, with PROGRESS messages and an ERROR
+//! naming the file on failure.
+
+use super::*;
+
+/// A model loading failure: the message names the file and the reason.
+pub(super) struct LoadError {
+    domain: gst::ResourceError,
+    message: String,
+}
+
+impl From<mmaudio::Error> for LoadError {
+    fn from(err: mmaudio::Error) -> Self {
+        use mmaudio::Error as E;
+        let domain = match &err {
+            E::MissingFile { .. } => gst::ResourceError::NotFound,
+            E::WeightFile { .. }
+            | E::MissingTensor { .. }
+            | E::ShapeMismatch { .. }
+            | E::WrongModel { .. }
+            | E::Io(_) => gst::ResourceError::Read,
+            E::Config(_) => gst::ResourceError::Settings,
+            _ => gst::ResourceError::Failed,
+        };
+        LoadError {
+            domain,
+            message: format!("Could not load the MMAudio model: {err}"),
+        }
+    }
+}
+
+/// The default way to get a generator: check `model-dir`, then the core library's loader.
+/// With an injected factory, the factory alone decides.
+pub(super) fn load_generator(
+    options: &LoadOptions,
+    factory: Option<&GeneratorFactory>,
+) -> Result<Box<dyn AudioGenerator>, LoadError> {
+    if let Some(factory) = factory {
+        return factory(options).map_err(LoadError::from);
+    }
+    let dir = &options.model_dir;
+    if dir.as_os_str().is_empty() {
+        return Err(LoadError {
+            domain: gst::ResourceError::Settings,
+            message: "No model directory: set the model-dir property to the folder holding \
+                      the MMAudio weight files"
+                .into(),
+        });
+    }
+    match std::fs::metadata(dir) {
+        Err(err) => {
+            return Err(LoadError {
+                domain: gst::ResourceError::NotFound,
+                message: format!(
+                    "Model directory {} does not exist or cannot be read: {err}",
+                    dir.display()
+                ),
+            });
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(LoadError {
+                domain: gst::ResourceError::NotFound,
+                message: format!("Model directory {} is not a directory", dir.display()),
+            });
+        }
+        Ok(_) => {}
+    }
+    mmaudio::model::load_generator(options).map_err(LoadError::from)
+}
+
+impl MMAudioGen {
+    /// Start loading the model on its own thread unless the right one is loaded or
+    /// loading.
+    pub(super) fn start_loading(&self) {
+        let options = lock(&self.settings).load_options();
+        let (factory, factory_id) = {
+            let f = lock(&self.factory);
+            (f.0.clone(), f.1)
+        };
+        let key = ModelKey {
+            options: options.clone(),
+            factory_id,
+        };
+        let id = {
+            let mut shared = lock(&self.shared);
+            match &shared.model {
+                Model::Ready { key: k, .. } | Model::Loading(k) if *k == key => {
+                    gst::debug!(CAT, imp = self, "Model already loaded or loading");
+                    return;
+                }
+                _ => {}
+            }
+            shared.load_id += 1;
+            shared.model = Model::Loading(key.clone());
+            shared.load_id
+        };
+        let what = format!(
+            "MMAudio {} from {}",
+            options.variant,
+            options.model_dir.display()
+        );
+        gst::info!(CAT, imp = self, "Loading {what}");
+        let _ = self.obj().post_message(
+            gst::message::Progress::builder(
+                gst::ProgressType::Start,
+                "load",
+                &format!("Loading {what}"),
+            )
+            .src(&*self.obj())
+            .build(),
+        );
+        let weak = self.obj().downgrade();
+        let spawned = std::thread::Builder::new()
+            .name("mmaudiogen-load".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    load_generator(&options, factory.as_deref())
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(LoadError {
+                        domain: gst::ResourceError::Failed,
+                        message: format!(
+                            "Loading the MMAudio model panicked: {}",
+                            panic_message(panic.as_ref())
+                        ),
+                    })
+                });
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp()
+                        .finish_loading(id, key, result, what, started.elapsed());
+                }
+            });
+        if let Err(err) = spawned {
+            let key = ModelKey {
+                options: lock(&self.settings).load_options(),
+                factory_id,
+            };
+            let error = LoadError {
+                domain: gst::ResourceError::Failed,
+                message: format!("Cannot start the model loading thread: {err}"),
+            };
+            self.finish_loading(id, key, Err(error), String::new(), Duration::ZERO);
+        }
+    }
+
+    pub(super) fn finish_loading(
+        &self,
+        id: u64,
+        key: ModelKey,
+        result: Result<Box<dyn AudioGenerator>, LoadError>,
+        what: String,
+        elapsed: Duration,
+    ) {
+        let mut shared = lock(&self.shared);
+        if shared.load_id != id {
+            gst::debug!(CAT, imp = self, "Dropping a stale model load");
+            return;
+        }
+        match result {
+            Ok(generator) => {
+                let rate = generator.sample_rate();
+                let prepared = generator.wants_prepared_frames();
+                shared.model = Model::Ready {
+                    key,
+                    generator: Arc::new(Mutex::new(generator)),
+                    rate,
+                    prepared,
+                };
+                self.cond.notify_all();
+                drop(shared);
+                gst::info!(CAT, imp = self, "Loaded {what} in {elapsed:?} ({rate} Hz)");
+                let _ = self.obj().post_message(
+                    gst::message::Progress::builder(
+                        gst::ProgressType::Complete,
+                        "load",
+                        &format!("Loaded {what} in {:.1} s", elapsed.as_secs_f64()),
+                    )
+                    .src(&*self.obj())
+                    .build(),
+                );
+            }
+            Err(err) => {
+                let options = key.options;
+                shared.model = Model::Failed;
+                if !shared.flushing {
+                    shared.flow = Err(gst::FlowError::Error);
+                }
+                self.cond.notify_all();
+                drop(shared);
+                let _ = self.obj().post_message(
+                    gst::message::Progress::builder(gst::ProgressType::Error, "load", &err.message)
+                        .src(&*self.obj())
+                        .build(),
+                );
+                gst::element_imp_error!(
+                    self,
+                    err.domain,
+                    ("{}", err.message),
+                    [
+                        "model-dir={}, variant={}, device={}, precision={}",
+                        options.model_dir.display(),
+                        options.variant,
+                        options.device,
+                        options.precision
+                    ]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! The streaming thread: frames and serialized events in, jobs queued for the worker
+//! (with backpressure), flushing.
+
+use super::*;
+
+impl MMAudioGen {
+    pub(super) fn sink_chain(
+        &self,
+        pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        gst::log!(CAT, obj = pad, "Handling buffer {buffer:?}");
+        self.current_flow()?;
+        let (_, rate, prepare) = self.wait_for_model()?;
+        let settings = lock(&self.settings).clone();
+
+        let mut state = lock(&self.state);
+        let Some(info) = state.video_info.clone() else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ["Received a buffer before caps"]
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let Some(pts) = buffer.pts().or(state.next_pts) else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ["Received a video buffer without timestamp"]
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let duration = buffer.duration().or(state.frame_duration);
+        state.next_pts = duration.map(|d| pts + d);
+        let frame = self.copy_frame(&buffer, &info, pts, duration, prepare)?;
+
+        if state.planner.is_none() {
+            let cfg = WindowConfig::from_millis(
+                rate,
+                settings.window_ms as u64,
+                settings.overlap_ms as u64,
+            )
+            .map_err(|err| {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Settings,
+                    ["Invalid window settings: {err}"]
+                );
+                gst::FlowError::Error
+            })?;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Windows of {} samples every {} samples at {rate} Hz",
+                cfg.window_samples(),
+                cfg.hop_samples()
+            );
+            state.planner = Some(WindowPlanner::new(cfg));
+            state.window_cfg = Some(cfg);
+        }
+        let cfg = state.window_cfg.expect("set with the planner");
+        let fps = info.fps();
+        let planner = state.planner.as_mut().expect("created above");
+        planner.set_framerate(Some((fps.numer() as u32, fps.denom() as u32)));
+        planner.set_params(settings.params());
+        planner.set_text_only(settings.text_only);
+        let dropped = planner.dropped_frames();
+        let planned = planner.push_frame(frame);
+        if planner.dropped_frames() > dropped {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Dropped frame with pts {pts}: not after the previous frame"
+            );
+        }
+        drop(state);
+
+        self.enqueue_planned(planned, cfg)?;
+        self.current_flow()
+    }
+
+    /// Copy the RGB rows of a frame without the stride padding.
+    pub(super) fn copy_frame(
+        &self,
+        buffer: &gst::Buffer,
+        info: &gst_video::VideoInfo,
+        pts: gst::ClockTime,
+        duration: Option<gst::ClockTime>,
+        prepare: bool,
+    ) -> Result<TimedFrame, gst::FlowError> {
+        let map_error = |what: &str| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                [
+                    "Cannot read a {}x{} RGB frame from a buffer of {} bytes: {what}",
+                    info.width(),
+                    info.height(),
+                    buffer.size()
+                ]
+            );
+            gst::FlowError::Error
+        };
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
+            .map_err(|_| map_error("mapping failed"))?;
+        let (width, height) = (frame.width() as usize, frame.height() as usize);
+        let row = width * 3;
+        let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
+        let src = frame
+            .plane_data(0)
+            .map_err(|_| map_error("no plane data"))?;
+        if stride < row || src.len() < stride * (height - 1) + row {
+            return Err(map_error("stride or size too small"));
+        }
+        let mut data = Vec::with_capacity(row * height);
+        for y in 0..height {
+            data.extend_from_slice(&src[y * stride..y * stride + row]);
+        }
+        // The MMAudio generator only needs the frame at its two model sizes: resize it now
+        // (once per frame, on the streaming thread, overlapping the worker's generation of
+        // the previous window) and keep ~0.6 MB instead of the full frame.
+        let (data, prepared) = if prepare {
+            let p = mmaudio::features::preprocess::prepare_frame(width, height, &data).map_err(
+                |err| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ["Cannot prepare a {width}x{height} frame: {err}"]
+                    );
+                    gst::FlowError::Error
+                },
+            )?;
+            (Vec::new(), Some(Arc::new(p)))
+        } else {
+            (data, None)
+        };
+        Ok(TimedFrame {
+            pts: pts.nseconds(),
+            duration: duration.map(|d| d.nseconds()),
+            width,
+            height,
+            data: Arc::new(data),
+            prepared,
+        })
+    }
+
+    pub(super) fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        match event.view() {
+            EventView::FlushStart(_) => {
+                gst::debug!(CAT, imp = self, "Flush start: cancelling generation");
+                self.set_flushing();
+                let ret = self.srcpad.push_event(event);
+                let _ = self.srcpad.pause_task();
+                ret
+            }
+            EventView::FlushStop(_) => {
+                gst::debug!(CAT, imp = self, "Flush stop: resetting");
+                // In case no FLUSH_START came before.
+                self.set_flushing();
+                let _ = self.srcpad.pause_task();
+                self.reset_stream();
+                self.unset_flushing();
+                let ret = self.srcpad.push_event(event);
+                if let Err(err) = self.start_task() {
+                    gst::error!(CAT, imp = self, "Failed to restart the task: {err}");
+                    return false;
+                }
+                ret
+            }
+            EventView::Caps(c) => match gst_video::VideoInfo::from_caps(c.caps()) {
+                Ok(info) => {
+                    let fps = info.fps();
+                    let frame_duration = (fps.numer() > 0 && fps.denom() > 0).then(|| {
+                        gst::ClockTime::SECOND
+                            .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+                            .unwrap_or(gst::ClockTime::ZERO)
+                    });
+                    gst::debug!(CAT, imp = self, "Video caps {info:?}");
+                    let mut state = lock(&self.state);
+                    let changed = state.frame_duration != frame_duration;
+                    state.frame_duration = frame_duration;
+                    state.video_info = Some(info);
+                    drop(state);
+                    if changed {
+                        self.post_latency_if_changed();
+                    }
+                    true
+                }
+                Err(err) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Negotiation,
+                        ["Invalid video caps {}: {err}", c.caps()]
+                    );
+                    false
+                }
+            },
+            EventView::Segment(s) => {
+                let segment = match s.segment().clone().downcast::<gst::ClockTime>() {
+                    Ok(segment) => segment,
+                    Err(segment) => {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Format,
+                            [
+                                "Only TIME segments are supported, got a {:?} segment",
+                                segment.format()
+                            ]
+                        );
+                        return false;
+                    }
+                };
+                let mut state = lock(&self.state);
+                let drain = state.planner.as_ref().is_some_and(|p| p.started())
+                    && state.segment.as_ref().is_some_and(|old| {
+                        let mut cmp = segment.clone();
+                        cmp.set_position(old.position());
+                        *old != cmp
+                    });
+                let planned = match state.planner.as_mut() {
+                    Some(p) if drain => {
+                        gst::debug!(CAT, imp = self, "New segment: draining the stream");
+                        p.finish()
+                    }
+                    _ => Vec::new(),
+                };
+                let cfg = state.window_cfg;
+                state.segment = Some(segment);
+                drop(state);
+                if let Some(cfg) = cfg
+                    && self.enqueue_planned(planned, cfg).is_err()
+                {
+                    return false;
+                }
+                self.enqueue(Job::Event(event)).is_ok()
+            }
+            EventView::Eos(_) => {
+                let mut state = lock(&self.state);
+                let planned = state
+                    .planner
+                    .as_mut()
+                    .map(|p| p.finish())
+                    .unwrap_or_default();
+                let cfg = state.window_cfg;
+                drop(state);
+                gst::debug!(CAT, imp = self, "EOS: draining {} items", planned.len());
+                if let Some(cfg) = cfg
+                    && self.enqueue_planned(planned, cfg).is_err()
+                {
+                    return false;
+                }
+                self.enqueue(Job::Event(event)).is_ok()
+            }
+            EventView::Gap(_) => {
+                let started = lock(&self.state)
+                    .planner
+                    .as_ref()
+                    .is_some_and(|p| p.started());
+                if started {
+                    // The last frame holds until the next one; a trailing GAP (a demuxer
+                    // whose other streams run longer) does not lengthen the output.
+                    gst::debug!(CAT, imp = self, "Consuming GAP {event:?}");
+                    true
+                } else {
+                    // Before the first frame there is no audio either: forward it, so
+                    // that downstream can preroll.
+                    self.enqueue(Job::Event(event)).is_ok()
+                }
+            }
+            EventView::StreamStart(_) => {
+                {
+                    let mut shared = lock(&self.shared);
+                    if shared.flow == Err(gst::FlowError::Eos) {
+                        shared.flow = Ok(gst::FlowSuccess::Ok);
+                    }
+                }
+                self.enqueue(Job::Event(event)).is_ok()
+            }
+            // Tags of the video stream (codec, bitrate) do not describe our audio.
+            EventView::Tag(t) if t.tag().scope() == gst::TagScope::Stream => true,
+            _ if event.is_serialized() => self.enqueue(Job::Event(event)).is_ok(),
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    pub(super) fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        gst::log!(CAT, obj = pad, "Handling query {query:?}");
+        match query.view_mut() {
+            gst::QueryViewMut::Allocation(q) => {
+                // Frames are read through VideoFrameRef, which honours any stride.
+                q.add_allocation_meta::<gst_video::VideoMeta>(None);
+                true
+            }
+            // Frames are copied: no upstream buffer is held.
+            gst::QueryViewMut::Drain(_) => true,
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    pub(super) fn enqueue_planned(
+        &self,
+        planned: Vec<Planned>,
+        cfg: WindowConfig,
+    ) -> Result<(), gst::FlowError> {
+        for item in planned {
+            let job = match item {
+                Planned::Window { request, span } => Job::Window { request, span, cfg },
+                Planned::End { total } => Job::End { total },
+            };
+            self.enqueue(job)?;
+        }
+        Ok(())
+    }
+
+    /// Queue a job for the worker; a window waits while `max-in-flight` windows are
+    /// queued or being generated (backpressure).
+    pub(super) fn enqueue(&self, job: Job) -> Result<(), gst::FlowError> {
+        let is_window = matches!(job, Job::Window { .. });
+        let mut shared = lock(&self.shared);
+        loop {
+            if shared.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            match shared.flow {
+                Err(err) if err != gst::FlowError::Eos => return Err(err),
+                _ => {}
+            }
+            if !is_window || shared.windows < shared.max_in_flight {
+                break;
+            }
+            gst::trace!(
+                CAT,
+                imp = self,
+                "{} windows in flight, waiting",
+                shared.windows
+            );
+            shared = self
+                .cond
+                .wait(shared)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if is_window {
+            shared.windows += 1;
+        }
+        shared.jobs.push_back(job);
+        self.cond.notify_all();
+        Ok(())
+    }
+
+    pub(super) fn current_flow(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let shared = lock(&self.shared);
+        if shared.flushing {
+            Err(gst::FlowError::Flushing)
+        } else {
+            shared.flow
+        }
+    }
+
+    /// Wait until the model is loaded (interrupted by flushing).
+    /// The loaded generator, its sample rate and whether it wants frames prepared on arrival.
+    pub(super) fn wait_for_model(&self) -> Result<(SharedGenerator, u32, bool), gst::FlowError> {
+        let mut shared = lock(&self.shared);
+        loop {
+            if shared.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            match &shared.model {
+                Model::Ready {
+                    generator,
+                    rate,
+                    prepared,
+                    ..
+                } => return Ok((generator.clone(), *rate, *prepared)),
+                // The loader posted the ERROR.
+                Model::Failed => return Err(gst::FlowError::Error),
+                Model::None => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::StateChange,
+                        ["No model is being loaded"]
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+                Model::Loading(_) => {}
+            }
+            gst::debug!(CAT, imp = self, "Waiting for the model to load");
+            shared = self
+                .cond
+                .wait(shared)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    pub(super) fn set_flushing(&self) {
+        let mut shared = lock(&self.shared);
+        shared.flushing = true;
+        shared.flow = Err(gst::FlowError::Flushing);
+        self.cancel.cancel();
+        self.cond.notify_all();
+    }
+
+    pub(super) fn unset_flushing(&self) {
+        let mut shared = lock(&self.shared);
+        shared.jobs.clear();
+        shared.windows = 0;
+        shared.flushing = false;
+        shared.flow = Ok(gst::FlowSuccess::Ok);
+        self.cancel.reset();
+        self.cond.notify_all();
+    }
+
+    /// Forget the current stream (the worker is paused).
+    pub(super) fn reset_stream(&self) {
+        {
+            let mut state = lock(&self.state);
+            if let Some(p) = state.planner.as_mut() {
+                p.reset();
+            }
+            state.segment = None;
+            state.next_pts = None;
+        }
+        {
+            let mut output = lock(&self.output);
+            if let Some(a) = output.assembler.as_mut() {
+                a.reset();
+            }
+            output.discont = true;
+            output.late_warned = false;
+        }
+        let mut shared = lock(&self.shared);
+        shared.jobs.clear();
+        shared.windows = 0;
+    }
+}

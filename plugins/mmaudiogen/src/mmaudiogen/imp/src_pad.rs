@@ -1,0 +1,89 @@
+//! The source pad: LATENCY and CAPS queries, activation (starts and stops the worker).
+
+use super::*;
+
+impl MMAudioGen {
+    pub(super) fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        gst::log!(CAT, obj = pad, "Handling query {query:?}");
+        match query.view_mut() {
+            gst::QueryViewMut::Latency(q) => {
+                let mut upstream = gst::query::Latency::new();
+                if !self.sinkpad.peer_query(&mut upstream) {
+                    return false;
+                }
+                let (live, min, max) = upstream.result();
+                let (own_min, own_max) = self.own_latency();
+                lock(&self.shared).upstream_live = live;
+                *lock(&self.reported_latency) = Some(own_min);
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Latency: upstream {min}/{max:?}, own {own_min}/{own_max}, live {live}"
+                );
+                q.set(live, min + own_min, max.map(|m| m + own_max));
+                true
+            }
+            gst::QueryViewMut::Caps(q) => {
+                let caps = match lock(&self.output).rate {
+                    Some(rate) => gst_audio::AudioCapsBuilder::new_interleaved()
+                        .format(gst_audio::AUDIO_FORMAT_F32)
+                        .rate(rate as i32)
+                        .channels(1)
+                        .build(),
+                    None => pad.pad_template_caps(),
+                };
+                let caps = match q.filter() {
+                    Some(filter) => {
+                        filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First)
+                    }
+                    None => caps,
+                };
+                q.set_result(&caps);
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    /// (min, max) latency this element adds.
+    pub(super) fn own_latency(&self) -> (gst::ClockTime, gst::ClockTime) {
+        let settings = lock(&self.settings).clone();
+        let frame = lock(&self.state)
+            .frame_duration
+            .unwrap_or(gst::ClockTime::ZERO);
+        let min = settings.window() + frame + settings.processing_latency();
+        let max = min + settings.hop() * settings.max_in_flight as u64;
+        (min, max)
+    }
+
+    pub(super) fn post_latency_if_changed(&self) {
+        let (own_min, _) = self.own_latency();
+        let reported = *lock(&self.reported_latency);
+        if reported.is_some_and(|r| r != own_min) {
+            gst::debug!(CAT, imp = self, "Latency changed to {own_min}");
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+    }
+
+    pub(super) fn src_activatemode(
+        &self,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "Only push mode is supported"));
+        }
+        if active {
+            self.unset_flushing();
+            self.start_task()
+                .map_err(|err| gst::loggable_error!(CAT, "Failed to start task: {err}"))
+        } else {
+            self.set_flushing();
+            self.srcpad
+                .stop_task()
+                .map_err(|err| gst::loggable_error!(CAT, "Failed to stop task: {err}"))
+        }
+    }
+}
