@@ -8,7 +8,7 @@ use mmaudio::Mode;
 use mmaudio::generator::LoadOptions;
 use mmaudio::model::load_generator;
 use mmaudio::request::{Cancel, GenerationParams, VideoFrame, WindowRequest};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn model(mode: Mode) -> PathBuf {
@@ -46,13 +46,13 @@ fn request() -> WindowRequest {
     }
 }
 
-fn generate(dir: &PathBuf, mode: Mode, precision: &str) -> (Vec<f32>, u32) {
+fn generate(dir: &Path, mode: Mode, precision: &str) -> (Vec<f32>, u32) {
     let variant = match mode {
         Mode::Khz16 => mmaudio::Variant::Small16k,
         Mode::Khz44 => mmaudio::Variant::Small44k,
     };
     let mut g = load_generator(&LoadOptions {
-        model_dir: dir.clone(),
+        model_dir: dir.to_path_buf(),
         variant,
         device: "cpu".into(),
         precision: precision.into(),

@@ -164,8 +164,11 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// A stage: its name, how to read its time, what it covers.
+type Stage = (&'static str, fn(&WindowTimings) -> f64, &'static str);
+
 /// Stage names and accessors, in pipeline order.
-const STAGES: &[(&str, fn(&WindowTimings) -> f64, &str)] = &[
+const STAGES: &[Stage] = &[
     (
         "preprocess",
         |t| t.preprocess_s,
