@@ -181,13 +181,12 @@ impl MMAudioGen {
                 );
             }
             Err(err) => {
-                let options = key.options;
-                shared.model = Model::Failed;
-                if !shared.flushing {
-                    shared.flow = Err(gst::FlowError::Error);
-                }
-                self.cond.notify_all();
+                // The ERROR goes on the bus before anything can see the failure: a chain
+                // waiting for the model returns a flow error as soon as the model is marked
+                // failed, and upstream then posts its generic "Internal data stream error",
+                // which must come second.
                 drop(shared);
+                let options = &key.options;
                 let _ = self.obj().post_message(
                     gst::message::Progress::builder(gst::ProgressType::Error, "load", &err.message)
                         .src(&*self.obj())
@@ -205,6 +204,15 @@ impl MMAudioGen {
                         options.precision
                     ]
                 );
+                let mut shared = lock(&self.shared);
+                if shared.load_id != id {
+                    return;
+                }
+                shared.model = Model::Failed;
+                if !shared.flushing {
+                    shared.flow = Err(gst::FlowError::Error);
+                }
+                self.cond.notify_all();
             }
         }
     }

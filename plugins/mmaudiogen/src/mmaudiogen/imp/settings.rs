@@ -234,6 +234,9 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
 
 impl MMAudioGen {
     pub(super) fn set_setting(&self, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if !self.setting_may_change(pspec) {
+            return;
+        }
         let mut settings = lock(&self.settings);
         let mut latency_changed = false;
         match pspec.name() {
@@ -293,6 +296,43 @@ impl MMAudioGen {
         if latency_changed {
             self.post_latency_if_changed();
         }
+    }
+
+    /// Properties flagged changeable only in NULL/READY (the model and the window
+    /// geometry, read at READY→PAUSED) are refused from READY→PAUSED on, with a WARNING:
+    /// accepting them would report a latency the stream does not have.
+    fn setting_may_change(&self, pspec: &glib::ParamSpec) -> bool {
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING)
+            || !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
+        {
+            return true;
+        }
+        let obj = self.obj();
+        let (current, pending) = (obj.current_state(), obj.pending_state());
+        if current <= gst::State::Ready && pending <= gst::State::Ready {
+            return true;
+        }
+        let state = if pending > current { pending } else { current };
+        gst::warning!(
+            CAT,
+            imp = self,
+            "Refusing to change {} in {state:?}",
+            pspec.name()
+        );
+        gst::element_imp_warning!(
+            self,
+            gst::LibraryError::Settings,
+            (
+                "Property {} can only be changed in the NULL or READY state; the change is \
+                 ignored",
+                pspec.name()
+            ),
+            [
+                "The element is {state:?}. Set the pipeline to READY, change the property, \
+                 then play again."
+            ]
+        );
+        false
     }
 
     pub(super) fn setting(&self, pspec: &glib::ParamSpec) -> glib::Value {
