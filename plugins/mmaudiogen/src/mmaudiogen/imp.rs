@@ -6,8 +6,8 @@
 //!
 //! The video is cut into windows of `window-duration` that start every
 //! `window-duration − overlap`; each window's frames (and the `prompt`) are turned into
-//! audio by the generator on a worker thread (the source pad's task), and consecutive
-//! windows are crossfaded with a constant-power curve over the overlap. The output is
+//! audio by the generator on its own thread, and consecutive windows are crossfaded with a
+//! constant-power curve over the overlap. The output is
 //! sample-exact: its sample count is `round(video duration × rate)` where the video lasts
 //! from the first frame's pts to the end of the last frame, the first sample carries the
 //! first frame's pts, and every timestamp is derived from the sample count, so nothing
@@ -16,24 +16,43 @@
 //!
 //! ## Threads and bounds
 //!
-//! The streaming thread copies each frame (packed RGB, stride removed), plans windows and
-//! queues them; at most `max-in-flight` windows are queued or being generated, beyond
-//! that the streaming thread blocks (backpressure), so memory is bounded for any length:
-//! one window of frames plus `max-in-flight` windows of requests. With the MMAudio
+//! Three threads, in a line: the streaming thread copies each frame (packed RGB, stride
+//! removed), plans windows and queues them; the generator thread (`mmaudiogen-gen`)
+//! generates and crossfades them; the source pad's task pushes the audio and the events
+//! downstream, in stream order. A synchronised sink that blocks the push (waiting for its
+//! clock, or an audio device draining its ring buffer) thus never delays the next window.
+//! At most `max-in-flight` windows are queued, being generated or waiting to be pushed;
+//! beyond that the streaming thread blocks (backpressure), so memory is bounded for any
+//! length: one window of frames plus `max-in-flight` windows of requests and audio. With the MMAudio
 //! generator each frame is resized on arrival, on the streaming thread, to the two sizes the
 //! model sees (384×384 for CLIP, 224×224 for Synchformer; ≈ 11 ms for a 1080p frame), so a
 //! window holds ≈ 0.6 MB per frame whatever the input size, and this work overlaps the
 //! generation of the previous window on the worker thread. (Generators that do not ask for
 //! prepared frames get the packed RGB frame as it arrived.)
 //!
-//! Flow errors of the source pad are returned upstream from the next `chain`. FLUSH_START
-//! cancels the generator between sampler steps and returns at once; FLUSH_STOP resets
-//! everything and the next output buffer is flagged DISCONT. A new SEGMENT that differs
-//! from the current one (other than in position) drains the current stream first; EOS
-//! drains the partial window before EOS is forwarded. A GAP before the first frame is forwarded; later GAPs
-//! are covered by the frame before them (it holds until the next frame), and a trailing
-//! GAP does not lengthen the output. Caps may change size mid-stream; frames of any size
-//! go to the generator as they are.
+//! Flow errors of the source pad are returned upstream from the next `chain` (a NOT_LINKED
+//! or NOT_NEGOTIATED from downstream is posted as an ERROR first, as a source does).
+//! FLUSH_START cancels the generator between sampler steps and returns at once; FLUSH_STOP
+//! waits for the generator thread to let go of the flushed stream, resets everything, and
+//! the next output buffer is flagged DISCONT. A new SEGMENT that differs from the current
+//! one (other than in position) drains the current stream first; EOS and SEGMENT_DONE
+//! drain the partial window before they are forwarded, so a segment seek's audio, all of
+//! it, precedes its SEGMENT_DONE and looping segment seeks loop the audio too. Reverse
+//! playback is refused: a seek with a negative rate fails with a WARNING, and a reverse
+//! segment that arrives anyway gets a GAP for each frame (and the WARNING), never audio.
+//! A GAP before the first frame is forwarded; later GAPs are covered by the frame before
+//! them (it holds until the next frame), and a trailing GAP does not lengthen the output.
+//! Caps may change size mid-stream; frames of any size go to the generator as they are.
+//!
+//! ## Preroll
+//!
+//! The first audio of a stream needs a window of video. So that downstream can preroll
+//! (a sink commits its state to PAUSED on its first buffer or GAP, and a pipeline only
+//! plays when all its sinks have), the first frame of every stream (after a segment, a
+//! flush or a drain) makes the element push the caps and a GAP of duration zero at that
+//! frame's pts. It claims no time — the audio for that pts follows — but lets a sink
+//! preroll at once: without it a live tee deadlocks (the video sink prerolls and blocks,
+//! the video queue fills, the tee blocks, and the window never gets its video).
 //!
 //! The model is loaded on a separate thread started at READY→PAUSED (PROGRESS messages
 //! `start`/`complete`/`error`, code `load`); the first buffer waits for it. A failure
@@ -55,7 +74,18 @@
 //!
 //! and posts a LATENCY message when one of these terms changes. A window that takes longer
 //! than `processing-latency` to generate posts a WARNING (every time in a live pipeline,
-//! once per stream otherwise, since it then only delays the output).
+//! once per stream otherwise, since it then only delays the output). `window-duration`,
+//! `overlap` and the model properties are read at READY→PAUSED; changing them later is
+//! refused with a WARNING (the latency reported would not be the stream's).
+//!
+//! In a live pipeline (upstream live, PLAYING, a LATENCY event received) a window whose
+//! audio cannot reach the sinks by its running time + the pipeline latency is skipped
+//! instead of generated late: it becomes silence (crossfaded like any window, so the
+//! output stays sample-exact), a QoS message is posted (and a WARNING for the first of a
+//! stream), and `mmaudiogen-window` counts it. A window that is generated but still runs
+//! at its deadline is cancelled then. So under any overload no audio is later than its
+//! deadline (plus one sampler step), and the output recovers as soon as the load drops;
+//! see `qos.rs` for the rule.
 //!
 //! Changes of `prompt`, `negative-prompt`, `num-steps`, `cfg-strength`, `seed`,
 //! `mask-away-clip` and `text-only` while PLAYING apply from the next window planned.
@@ -76,8 +106,11 @@
 //! | `frames` | u32 | video frames the window was given (0 in `text-only` mode) |
 //! | `processing-time` | GstClockTime | wall time the generator took for the window |
 //! | `last` | bool | the stream's last window (planned at EOS or a drain) |
+//! | `skipped` | bool | the window was not generated (live QoS): its span is silence |
+//! | `windows-skipped` | u64 | windows skipped since READY→PAUSED |
 //!
-//! The model load is reported with PROGRESS messages (see above).
+//! The model load is reported with PROGRESS messages (see above); skipped windows with QoS
+//! messages (live QoS, above).
 //!
 //! ## Example
 //!
@@ -85,6 +118,17 @@
 //! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! \
 //!     mmaudiogen model-dir=/models/mmaudio variant=small-16k prompt="footsteps on gravel" ! \
 //!     audioconvert ! wavenc ! filesink location=foley.wav
+//! ```
+//!
+//! Live, the video shown in sync with its soundtrack: the video branch's queue holds the
+//! pipeline latency of video (the sinks show each frame that late), the other is a
+//! default queue.
+//!
+//! ```text
+//! gst-launch-1.0 -e v4l2src ! videoconvert ! tee name=t \
+//!     t. ! queue max-size-time=12000000000 max-size-bytes=0 max-size-buffers=0 ! autovideosink \
+//!     t. ! queue ! videoconvert ! mmaudiogen model-dir=/models/mmaudio device=cuda:0 ! \
+//!     audioconvert ! autoaudiosink
 //! ```
 
 use gst::glib;
@@ -107,10 +151,14 @@ use std::time::{Duration, Instant};
 use super::{GeneratorFactory, ModelPrecision, ModelVariant};
 
 mod loader;
+mod push;
+mod qos;
 mod settings;
 mod sink;
 mod src_pad;
 mod worker;
+
+use push::{ChunkKind, Out};
 
 use settings::{DEFAULT_MAX_IN_FLIGHT, Settings};
 
@@ -133,6 +181,11 @@ struct State {
     window_cfg: Option<WindowConfig>,
     /// Pts to give a buffer without one (previous pts + duration).
     next_pts: Option<gst::ClockTime>,
+    /// A frame arrived since the stream began (segment, flush or drain): downstream was
+    /// given its preroll GAP.
+    stream_open: bool,
+    /// The segment plays backwards: its frames become GAPs (see `sink_chain`).
+    reverse: bool,
 }
 
 /// Identity of a loaded model: the load options and which factory made it.
@@ -158,10 +211,12 @@ enum Model {
     Failed,
 }
 
-/// What the streaming thread hands to the worker, in stream order.
+/// What the streaming thread hands to the generator thread, in stream order.
 enum Job {
     /// A serialized event, forwarded after the audio queued before it.
     Event(gst::Event),
+    /// The first frame of a stream arrived at this pts: let downstream preroll.
+    Preroll(gst::ClockTime),
     Window {
         request: WindowRequest,
         span: WindowSpan,
@@ -171,11 +226,23 @@ enum Job {
     End { total: u64 },
 }
 
-/// Shared between the streaming thread, the worker and the loader (with `cond`).
+/// Shared between the streaming thread, the generator thread, the source pad task and the
+/// loader (with `cond`).
 struct Shared {
     jobs: VecDeque<Job>,
-    /// Windows queued or being generated.
+    /// What the generator produced, for the source pad task to push, in stream order.
+    out: VecDeque<Out>,
+    /// Windows queued, being generated or waiting to be pushed.
     windows: usize,
+    /// The generator thread is working on a job (FLUSH_STOP waits until it is not).
+    generating: bool,
+    /// The generator thread is to end (source pad deactivated).
+    quit: bool,
+    /// Number of the window being generated under a QoS deadline; the deadline's clock
+    /// callback only cancels that one.
+    deadline_seq: u64,
+    /// The deadline of the window being generated passed (it was cancelled for it).
+    deadline_hit: bool,
     max_in_flight: usize,
     flushing: bool,
     /// Last flow result of the source pad, returned upstream.
@@ -189,7 +256,12 @@ impl Default for Shared {
     fn default() -> Self {
         Self {
             jobs: VecDeque::new(),
+            out: VecDeque::new(),
             windows: 0,
+            generating: false,
+            quit: false,
+            deadline_seq: 0,
+            deadline_hit: false,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT as usize,
             flushing: true,
             flow: Err(gst::FlowError::Flushing),
@@ -200,7 +272,8 @@ impl Default for Shared {
     }
 }
 
-/// Worker-side state (source side).
+/// Source-side state: the generator thread's assembler and QoS, the source pad task's caps
+/// and DISCONT.
 #[derive(Debug)]
 struct Output {
     assembler: Option<Assembler>,
@@ -208,6 +281,9 @@ struct Output {
     rate: Option<u32>,
     discont: bool,
     late_warned: bool,
+    /// The segment of the audio the generator produces (for running times).
+    segment: Option<gst::FormattedSegment<gst::ClockTime>>,
+    qos: qos::Qos,
 }
 
 impl Default for Output {
@@ -217,6 +293,8 @@ impl Default for Output {
             rate: None,
             discont: true,
             late_warned: false,
+            segment: None,
+            qos: qos::Qos::default(),
         }
     }
 }
@@ -247,6 +325,10 @@ pub struct MMAudioGen {
     factory: Mutex<(Option<Arc<GeneratorFactory>>, u64)>,
     /// Own minimum latency last reported in a LATENCY query.
     reported_latency: Mutex<Option<gst::ClockTime>>,
+    /// Pipeline latency from the last LATENCY event (the sinks render this late).
+    pipeline_latency: Mutex<Option<gst::ClockTime>>,
+    /// The generator thread (runs while the source pad is active).
+    generator_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl MMAudioGen {
@@ -256,8 +338,9 @@ impl MMAudioGen {
         f.1 += 1;
     }
 
-    // The streaming thread is in sink.rs, the worker in worker.rs, the source pad in
-    // src_pad.rs, model loading in loader.rs, the properties in settings.rs.
+    // The streaming thread is in sink.rs, the generator thread in worker.rs, the source pad
+    // task in push.rs, live QoS in qos.rs, queries and activation in src_pad.rs, model
+    // loading in loader.rs, the properties in settings.rs.
 }
 
 #[glib::object_subclass]
@@ -305,6 +388,13 @@ impl ObjectSubclass for MMAudioGen {
             .build();
 
         let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
+            .event_function(|pad, parent, event| {
+                MMAudioGen::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_event(pad, event),
+                )
+            })
             .query_function(|pad, parent, query| {
                 MMAudioGen::catch_panic_pad_function(
                     parent,
@@ -333,6 +423,8 @@ impl ObjectSubclass for MMAudioGen {
             cancel: Cancel::new(),
             factory: Mutex::new((None, 0)),
             reported_latency: Mutex::new(None),
+            pipeline_latency: Mutex::new(None),
+            generator_thread: Mutex::new(None),
         }
     }
 }
@@ -439,8 +531,10 @@ impl ElementImpl for MMAudioGen {
                 *lock(&self.state) = State::default();
                 *lock(&self.output) = Output::default();
                 *lock(&self.reported_latency) = None;
+                *lock(&self.pipeline_latency) = None;
                 let mut shared = lock(&self.shared);
                 shared.jobs.clear();
+                shared.out.clear();
                 shared.windows = 0;
                 shared.upstream_live = false;
             }

@@ -1,5 +1,5 @@
-//! The streaming thread: frames and serialized events in, jobs queued for the worker
-//! (with backpressure), flushing.
+//! The streaming thread: frames and serialized events in, jobs queued for the generator
+//! thread (with backpressure), flushing, draining at EOS, new segments and SEGMENT_DONE.
 
 use super::*;
 
@@ -33,6 +33,15 @@ impl MMAudioGen {
         };
         let duration = buffer.duration().or(state.frame_duration);
         state.next_pts = duration.map(|d| pts + d);
+        if state.reverse {
+            // No audio for a reverse segment (see `refuse_reverse_playback`): its time is
+            // covered by GAPs, so downstream still prerolls and advances.
+            drop(state);
+            let gap = gst::event::Gap::builder(pts).duration(duration).build();
+            self.enqueue(Job::Event(gap))?;
+            return self.current_flow();
+        }
+        let stream_starts = !std::mem::replace(&mut state.stream_open, true);
         let frame = self.copy_frame(&buffer, &info, pts, duration, prepare)?;
 
         if state.planner.is_none() {
@@ -76,6 +85,9 @@ impl MMAudioGen {
         }
         drop(state);
 
+        if stream_starts {
+            self.enqueue(Job::Preroll(pts))?;
+        }
         self.enqueue_planned(planned, cfg)?;
         self.current_flow()
     }
@@ -161,6 +173,7 @@ impl MMAudioGen {
                 // In case no FLUSH_START came before.
                 self.set_flushing();
                 let _ = self.srcpad.pause_task();
+                self.wait_generator_idle();
                 self.reset_stream();
                 self.unset_flushing();
                 let ret = self.srcpad.push_event(event);
@@ -227,9 +240,18 @@ impl MMAudioGen {
                     }
                     _ => Vec::new(),
                 };
+                if drain {
+                    state.stream_open = false;
+                }
                 let cfg = state.window_cfg;
+                let reverse = segment.rate() < 0.0;
+                let warn = reverse && !state.reverse;
+                state.reverse = reverse;
                 state.segment = Some(segment);
                 drop(state);
+                if warn {
+                    self.refuse_reverse_playback(s.segment().rate());
+                }
                 if let Some(cfg) = cfg
                     && self.enqueue_planned(planned, cfg).is_err()
                 {
@@ -237,16 +259,25 @@ impl MMAudioGen {
                 }
                 self.enqueue(Job::Event(event)).is_ok()
             }
-            EventView::Eos(_) => {
+            // The end of the stream, or of a segment seek's segment: its audio goes out
+            // first, all of it (a looping application seeks again on SEGMENT_DONE).
+            EventView::Eos(_) | EventView::SegmentDone(_) => {
                 let mut state = lock(&self.state);
                 let planned = state
                     .planner
                     .as_mut()
                     .map(|p| p.finish())
                     .unwrap_or_default();
+                state.stream_open = false;
                 let cfg = state.window_cfg;
                 drop(state);
-                gst::debug!(CAT, imp = self, "EOS: draining {} items", planned.len());
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "{:?}: draining {} items",
+                    event.type_(),
+                    planned.len()
+                );
                 if let Some(cfg) = cfg
                     && self.enqueue_planned(planned, cfg).is_err()
                 {
@@ -405,6 +436,7 @@ impl MMAudioGen {
     pub(super) fn unset_flushing(&self) {
         let mut shared = lock(&self.shared);
         shared.jobs.clear();
+        shared.out.clear();
         shared.windows = 0;
         shared.flushing = false;
         shared.flow = Ok(gst::FlowSuccess::Ok);
@@ -421,6 +453,8 @@ impl MMAudioGen {
             }
             state.segment = None;
             state.next_pts = None;
+            state.stream_open = false;
+            state.reverse = false;
         }
         {
             let mut output = lock(&self.output);
@@ -432,6 +466,7 @@ impl MMAudioGen {
         }
         let mut shared = lock(&self.shared);
         shared.jobs.clear();
+        shared.out.clear();
         shared.windows = 0;
     }
 }

@@ -1,4 +1,5 @@
-//! The source pad: LATENCY and CAPS queries, activation (starts and stops the worker).
+//! The source pad: LATENCY and CAPS queries, SEEK and LATENCY events, activation (starts
+//! and stops the generator thread and the push task).
 
 use super::*;
 
@@ -45,6 +46,35 @@ impl MMAudioGen {
         }
     }
 
+    pub(super) fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        match event.view() {
+            gst::EventView::Seek(s) if s.get().0 < 0.0 => {
+                self.refuse_reverse_playback(s.get().0);
+                false
+            }
+            gst::EventView::Latency(l) => {
+                gst::debug!(CAT, imp = self, "Pipeline latency {}", l.latency());
+                *lock(&self.pipeline_latency) = Some(l.latency());
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// The model generates audio from the video forwards; a reverse segment would need
+    /// the whole segment before its first (last) sample. Refused, with a WARNING.
+    pub(super) fn refuse_reverse_playback(&self, rate: f64) {
+        gst::element_imp_warning!(
+            self,
+            gst::StreamError::NotImplemented,
+            ("mmaudiogen does not support reverse playback (rate {rate})"),
+            [
+                "The soundtrack is generated from the video in forward windows; play                  forwards (rate > 0). The audio of a reverse segment is left empty (GAP)."
+            ]
+        );
+    }
+
     /// (min, max) latency this element adds.
     pub(super) fn own_latency(&self) -> (gst::ClockTime, gst::ClockTime) {
         let settings = lock(&self.settings).clone();
@@ -77,13 +107,19 @@ impl MMAudioGen {
         }
         if active {
             self.unset_flushing();
+            self.start_generator().map_err(|err| {
+                gst::loggable_error!(CAT, "Failed to start the generator thread: {err}")
+            })?;
             self.start_task()
                 .map_err(|err| gst::loggable_error!(CAT, "Failed to start task: {err}"))
         } else {
             self.set_flushing();
-            self.srcpad
+            let res = self
+                .srcpad
                 .stop_task()
-                .map_err(|err| gst::loggable_error!(CAT, "Failed to stop task: {err}"))
+                .map_err(|err| gst::loggable_error!(CAT, "Failed to stop task: {err}"));
+            self.stop_generator();
+            res
         }
     }
 }
