@@ -211,8 +211,8 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("max-in-flight")
             .nick("Maximum windows in flight")
             .blurb(
-                "Maximum number of windows queued or being generated; beyond it the \
-                 streaming thread blocks (backpressure). Bounds memory",
+                "Maximum number of windows queued, being generated or waiting to be \
+                 pushed; beyond it the streaming thread blocks (backpressure). Bounds memory",
             )
             .minimum(1)
             .maximum(64)
