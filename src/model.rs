@@ -93,6 +93,14 @@ fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) ->
     }
 }
 
+/// A component configuration from the manifest that does not parse: say whose.
+fn manifest_config_error(r: &ResolvedFile, what: &str, e: Error) -> Error {
+    Error::config(format!(
+        "manifest config of the {what} ({}): {e}",
+        r.path.display()
+    ))
+}
+
 impl MmAudio {
     /// Load every component from a model folder. `progress` gets a line per component.
     pub fn load(
@@ -147,14 +155,18 @@ impl MmAudio {
         let clip_file = get(Component::Clip);
         progress(&format!("loading CLIP {}", clip_file.path.display()));
         let clip_cfg = match &clip_file.config {
-            Some(v) => ClipConfig::from_open_clip_json(v)?,
+            Some(v) => ClipConfig::from_open_clip_json(v)
+                .map_err(|e| manifest_config_error(&clip_file, "CLIP", e))?,
             None => {
                 let json = clip_file.path.with_file_name("open_clip_config.json");
                 if json.is_file() {
+                    let in_json = |e: &dyn std::fmt::Display| {
+                        Error::config(format!("{}: {e}", json.display()))
+                    };
+                    let text = std::fs::read_to_string(&json).map_err(|e| in_json(&e))?;
                     let v: serde_json::Value =
-                        serde_json::from_str(&std::fs::read_to_string(&json)?)
-                            .map_err(|e| Error::config(format!("{}: {e}", json.display())))?;
-                    ClipConfig::from_open_clip_json(&v)?
+                        serde_json::from_str(&text).map_err(|e| in_json(&e))?;
+                    ClipConfig::from_open_clip_json(&v).map_err(|e| in_json(&e))?
                 } else {
                     ClipConfig::dfn5b_vit_h_14_384()
                 }
@@ -165,7 +177,8 @@ impl MmAudio {
         let sync_file = get(Component::Synchformer);
         progress(&format!("loading Synchformer {}", sync_file.path.display()));
         let sync_cfg: SynchformerConfig = match &sync_file.config {
-            Some(v) => SynchformerConfig::from_motionformer_cfg(v)?,
+            Some(v) => SynchformerConfig::from_motionformer_cfg(v)
+                .map_err(|e| manifest_config_error(&sync_file, "Synchformer", e))?,
             None => SynchformerConfig::base(),
         };
         let synchformer = Synchformer::load(
