@@ -238,6 +238,26 @@ fn first_frame_lets_downstream_preroll_with_a_gap() {
     assert_eq!(count_events(&items, gst::EventType::Gap), 1);
 }
 
+/// Not live: no preroll GAP (the sinks preroll on the first audio; a GAP would start a
+/// non-live clock a window too early).
+#[test]
+fn no_preroll_gap_when_upstream_is_not_live() {
+    let log = new_log();
+    let element = element_with(16000, Behaviour::Constant(0.1), &log, None);
+    element.set_property("window-duration", 1000u32);
+    element.set_property("overlap", 200u32);
+    let (mut r, rec) = start_recorded(element);
+    r.h.set_live(false);
+    push_frames(&mut r.h, 0..50, gst::ClockTime::ZERO, 7);
+    r.h.push_event(gst::event::Eos::new());
+    wait_for(&rec, 10, "EOS", |items| {
+        count_events(items, gst::EventType::Eos) == 1
+    });
+    let items = rec.lock().unwrap();
+    assert_eq!(count_events(&items, gst::EventType::Gap), 0);
+    assert_eq!(samples_before(&items, 0, gst::EventType::Eos), 32_000);
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Segment seeks, looping, reverse playback.
 
@@ -593,8 +613,8 @@ impl AudioGenerator for Slow {
     }
 }
 
-/// A live stream on the real clock, windows of 1 s every 0.8 s, a budget of 300 ms: the
-/// generator takes 50 ms, then 2 s for windows 2..=5 (far beyond the budget), then 50 ms
+/// A live stream on the real clock, windows of 1 s every 0.8 s, a budget of 600 ms: the
+/// generator takes 20 ms, then 3 s for windows 2..=5 (far beyond the budget), then 20 ms
 /// again. Every buffer leaves the element within one window of its due time (pts +
 /// latency); the windows that cannot be on time are skipped (silence, a QoS message, the
 /// count in `mmaudiogen-window`), and once the load drops the windows carry audio again.
@@ -608,13 +628,13 @@ fn live_overload_skips_late_windows_and_recovers() {
         .set_generator_factory(|_: &LoadOptions| {
             Ok(Box::new(Slow {
                 delays: Arc::new(|k| {
-                    Duration::from_millis(if (2..=5).contains(&k) { 2000 } else { 50 })
+                    Duration::from_millis(if (2..=5).contains(&k) { 3000 } else { 20 })
                 }),
             }) as Box<dyn AudioGenerator>)
         });
     element.set_property("window-duration", 1000u32);
     element.set_property("overlap", 200u32);
-    element.set_property("processing-latency", 300u32);
+    element.set_property("processing-latency", 600u32);
     let mut r = start(element);
     r.h.use_systemclock();
     let clock = gst::SystemClock::obtain();
@@ -622,7 +642,7 @@ fn live_overload_skips_late_windows_and_recovers() {
     r.element.set_base_time(base);
     r.h.set_upstream_latency(gst::ClockTime::ZERO);
     let latency = r.h.query_latency().unwrap();
-    assert_eq!(latency, 1340 * MS);
+    assert_eq!(latency, 1640 * MS);
     assert!(r.h.push_upstream_event(gst::event::Latency::new(latency)));
 
     // Arrival running time of every buffer.

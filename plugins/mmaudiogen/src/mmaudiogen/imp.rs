@@ -48,11 +48,16 @@
 //!
 //! The first audio of a stream needs a window of video. So that downstream can preroll
 //! (a sink commits its state to PAUSED on its first buffer or GAP, and a pipeline only
-//! plays when all its sinks have), the first frame of every stream (after a segment, a
-//! flush or a drain) makes the element push the caps and a GAP of duration zero at that
-//! frame's pts. It claims no time — the audio for that pts follows — but lets a sink
-//! preroll at once: without it a live tee deadlocks (the video sink prerolls and blocks,
-//! the video queue fills, the tee blocks, and the window never gets its video).
+//! plays when all its sinks have), in a live pipeline the first frame of every stream
+//! (after a segment, a flush or a drain) makes the element push the caps and a GAP of
+//! duration zero at that frame's pts. It claims no time — the audio for that pts follows,
+//! within the reported latency — but lets a sink preroll at once: without it a live tee
+//! deadlocks (the video sink prerolls and blocks, the video queue fills, the tee blocks,
+//! and the window never gets its video). Whether upstream is live is asked (a LATENCY
+//! query) at that first frame. A non-live pipeline gets no such GAP: there is no latency
+//! to cover the first window, so its sinks must preroll on the first audio (else its
+//! clock would start a window too early and the audio would begin late); a non-live tee
+//! therefore needs a queue that holds a window of video on its other branch.
 //!
 //! The model is loaded on a separate thread started at READY→PAUSED (PROGRESS messages
 //! `start`/`complete`/`error`, code `load`); the first buffer waits for it. A failure

@@ -85,7 +85,7 @@ impl MMAudioGen {
         }
         drop(state);
 
-        if stream_starts {
+        if stream_starts && self.upstream_is_live() {
             self.enqueue(Job::Preroll(pts))?;
         }
         self.enqueue_planned(planned, cfg)?;
@@ -315,6 +315,16 @@ impl MMAudioGen {
             _ if event.is_serialized() => self.enqueue(Job::Event(event)).is_ok(),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
+    }
+
+    /// Whether upstream is live (asked at each stream's first frame: the pipeline's own
+    /// latency query only comes once every sink has prerolled). Only a live pipeline gets
+    /// the preroll GAP: its clock runs from PLAYING on and the reported latency covers the
+    /// first window. A non-live pipeline has no latency to cover it, so its sinks preroll
+    /// on the first audio, as before (the clock must not start before it).
+    fn upstream_is_live(&self) -> bool {
+        let mut q = gst::query::Latency::new();
+        self.sinkpad.peer_query(&mut q) && q.result().0
     }
 
     pub(super) fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
