@@ -47,7 +47,7 @@ struct SrcState {
     /// Samples since the last flush or stream-start.
     samples_since_flush: u64,
     first_pts_since_flush: Option<gst::ClockTime>,
-    /// Samples pushed before each SEGMENT_DONE.
+    /// Samples pushed since the last flush before each SEGMENT_DONE.
     segment_done_at: Vec<u64>,
 }
 
@@ -249,7 +249,7 @@ impl Monitor {
                     }
                     gst::EventView::Eos(_) => src.eos = true,
                     gst::EventView::SegmentDone(_) => {
-                        src.segment_done_at.push(src.samples);
+                        src.segment_done_at.push(src.samples_since_flush);
                         // The next segment is a new stream.
                         src.last_end = None;
                     }
@@ -647,6 +647,8 @@ fn live_play(env: &Env) -> (String, Vec<String>) {
         &env.model,
     );
     r.generator.set_property("processing-latency", 4000u32);
+    // On a loaded machine the tiny model may not keep up: skipping is then right.
+    r.expected_warning = Some("Skipping windows that cannot be on time");
     r.state(gst::State::Playing);
     let mut upstream = gst::query::Latency::new();
     let sink = r.generator.static_pad("sink").unwrap();
@@ -678,7 +680,7 @@ fn live_play(env: &Env) -> (String, Vec<String>) {
     }
     let skipped = r.bus_log.len();
     (
-        format!("latency {min}, {n} samples, {skipped} warnings"),
+        format!("latency {min}, {n} samples, {skipped} QoS warning(s)"),
         r.finish(),
     )
 }
