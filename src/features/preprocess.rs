@@ -20,6 +20,7 @@
 
 use crate::config::{CLIP_SIZE, SYNC_SIZE};
 use crate::error::{Error, Result};
+use crate::features::pixels::{RawFrame, RowReader};
 use crate::request::{PreparedFrame, VideoFrame};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -196,6 +197,23 @@ impl Transform {
         }
     }
 
+    /// The plan for a `width × height` picture of which `rows` rows are read (`rows <
+    /// height` for one field of an interlaced frame): the output geometry (resize, crop)
+    /// follows the picture, the vertical filter reads the rows there are.
+    pub fn plan_rows(self, width: usize, height: usize, rows: usize) -> Result<ResizePlan> {
+        if rows == height {
+            return self.plan(width, height);
+        }
+        let (dst_w, dst_h, crop) = match self {
+            Transform::Clip => (CLIP_SIZE, CLIP_SIZE, None),
+            Transform::Sync => {
+                let (w, h) = short_side_resize(width, height, SYNC_SIZE);
+                (w, h, Some(center_crop(w, h, SYNC_SIZE, SYNC_SIZE)?))
+            }
+        };
+        ResizePlan::new(width, rows, dst_w, dst_h, crop)
+    }
+
     /// u8 → f32 of this transform (`ToDtype(scale=True)` and, for Sync, `Normalize(0.5, 0.5)`).
     #[inline]
     pub fn to_f32(self, v: u8) -> f32 {
@@ -290,6 +308,26 @@ impl ResizePlan {
                 src.len()
             )));
         }
+        self.run(&RawFrame::rgb(self.src_w, self.src_h, src), out)
+    }
+
+    /// Resize one raw frame (any [`RawFrame`] format; `src_w × src_h` must be its width and
+    /// the rows it reads) and write the crop as planar uint8 `(3, crop.height, crop.width)`
+    /// into `out`. Rows are converted to RGB as the width pass reads them, a block of
+    /// [`WIDTH_BLOCK_ROWS`] at a time: packed RGB24 is read in place (the bytes the
+    /// official transform sees), other formats never exist as a full-size RGB image.
+    pub fn run(&self, frame: &RawFrame, out: &mut [u8]) -> Result<()> {
+        frame.validate()?;
+        if (frame.width, frame.rows()) != (self.src_w, self.src_h) {
+            return Err(Error::input(format!(
+                "a plan for {}x{} frames cannot read a {}x{} frame ({} rows)",
+                self.src_w,
+                self.src_h,
+                frame.width,
+                frame.height,
+                frame.rows()
+            )));
+        }
         if out.len() != self.output_len() {
             return Err(Error::input(format!(
                 "output buffer has {} bytes, expected {}",
@@ -304,6 +342,10 @@ impl ResizePlan {
             width: cw,
         } = self.crop;
         let row_len = cw * 3;
+        let src_row = self.src_w * 3;
+        let in_place = frame.rgb_in_place();
+        let mut reader = RowReader::new(frame);
+        let mut strip = Vec::new();
 
         // Width pass over every source row, only for the cropped columns, into
         // (src_h, cw, 3). Blocks of rows are transposed first so that each output column is
@@ -312,20 +354,20 @@ impl ResizePlan {
         match &self.horiz {
             Some(f) => {
                 const ROWS: usize = WIDTH_BLOCK_ROWS;
-                let src_row = self.src_w * 3;
                 let mut block_t = vec![0u8; self.src_w * ROWS * 3];
                 let mut out_t = vec![0u8; cw * ROWS * 3];
                 let mut acc = vec![0i32; ROWS * 3];
                 for y0 in (0..self.src_h).step_by(ROWS) {
                     let rows = ROWS.min(self.src_h - y0);
                     let lane = rows * 3;
-                    let block = &src[y0 * src_row..(y0 + rows) * src_row];
+                    let (block, stride) =
+                        rgb_rows(in_place, &mut reader, &mut strip, src_row, y0, rows);
                     for (x, d) in block_t[..self.src_w * lane]
                         .chunks_exact_mut(lane)
                         .enumerate()
                     {
                         for (r, px) in d.chunks_exact_mut(3).enumerate() {
-                            let o = r * src_row + x * 3;
+                            let o = r * stride + x * 3;
                             px.copy_from_slice(&block[o..o + 3]);
                         }
                     }
@@ -343,10 +385,8 @@ impl ResizePlan {
                 }
             }
             None => {
-                for (dst, row) in inter
-                    .chunks_exact_mut(row_len)
-                    .zip(src.chunks_exact(self.src_w * 3))
-                {
+                for (y, dst) in inter.chunks_exact_mut(row_len).enumerate() {
+                    let (row, _) = rgb_rows(in_place, &mut reader, &mut strip, src_row, y, 1);
                     dst.copy_from_slice(&row[left * 3..(left + cw) * 3]);
                 }
             }
@@ -374,6 +414,26 @@ impl ResizePlan {
         }
         Ok(())
     }
+}
+
+/// Rows `y0..y0 + rows` of a frame as RGB24 and the distance between them: in place for
+/// packed RGB24, else converted into `strip`.
+fn rgb_rows<'s>(
+    in_place: Option<(&'s [u8], usize)>,
+    reader: &mut RowReader,
+    strip: &'s mut Vec<u8>,
+    src_row: usize,
+    y0: usize,
+    rows: usize,
+) -> (&'s [u8], usize) {
+    if let Some((data, stride)) = in_place {
+        return (&data[y0 * stride..], stride);
+    }
+    strip.resize(rows * src_row, 0);
+    for (r, dst) in strip.chunks_exact_mut(src_row).enumerate() {
+        reader.read(y0 + r, dst);
+    }
+    (&strip[..], src_row)
 }
 
 #[inline(always)]
@@ -439,35 +499,33 @@ fn prepared_plane(frame: &PreparedFrame, t: Transform) -> &[u8] {
     }
 }
 
-/// Resize one packed RGB24 frame for both models (the work [`transform_u8`] would do for
-/// it, done once). Plans are cached per frame size.
-pub fn prepare_frame(width: usize, height: usize, data: &[u8]) -> Result<PreparedFrame> {
+/// Resize one raw frame for both models (the work [`transform_u8`] would do for it, done
+/// once), converting it to RGB on the way (see [`crate::features::pixels`]). For packed
+/// RGB24 the result is exactly [`transform_u8`]'s on the same bytes. An interlaced frame
+/// read as one field ([`RawFrame::field`]) is planned from its full size (the Synchformer
+/// crop keeps the picture's aspect) and its field's rows are stretched to it. Plans are
+/// cached per frame size.
+pub fn prepare_frame(frame: &RawFrame) -> Result<PreparedFrame> {
     use std::sync::Mutex;
-    type Plans = Vec<(usize, usize, Arc<(ResizePlan, ResizePlan)>)>;
+    type Plans = Vec<((usize, usize, usize), Arc<(ResizePlan, ResizePlan)>)>;
     static PLANS: Mutex<Plans> = Mutex::new(Vec::new());
-    let probe = VideoFrame::rgb(0.0, width, height, Arc::new(Vec::new()));
-    if width == 0 || height == 0 || data.len() != width * height * 3 {
-        check_frame(
-            &VideoFrame {
-                data: Arc::new(data.to_vec()),
-                ..probe
-            },
-            0,
-        )?;
-    }
+    frame.validate()?;
+    let key = (frame.width, frame.height, frame.rows());
     let plans = {
-        let mut cache = PLANS.lock().unwrap();
-        match cache.iter().find(|(w, h, _)| *w == width && *h == height) {
-            Some((_, _, p)) => p.clone(),
+        let mut cache = PLANS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, p)) => p.clone(),
             None => {
                 let p = Arc::new((
-                    Transform::Clip.plan(width, height)?,
-                    Transform::Sync.plan(width, height)?,
+                    Transform::Clip.plan_rows(frame.width, frame.height, frame.rows())?,
+                    Transform::Sync.plan_rows(frame.width, frame.height, frame.rows())?,
                 ));
                 if cache.len() >= 8 {
                     cache.remove(0);
                 }
-                cache.push((width, height, p.clone()));
+                cache.push((key, p.clone()));
                 p
             }
         }
@@ -475,8 +533,8 @@ pub fn prepare_frame(width: usize, height: usize, data: &[u8]) -> Result<Prepare
     let mut clip = vec![0u8; plans.0.output_len()];
     let mut sync = vec![0u8; plans.1.output_len()];
     let (a, b) = rayon::join(
-        || plans.0.run_u8(data, &mut clip),
-        || plans.1.run_u8(data, &mut sync),
+        || plans.0.run(frame, &mut clip),
+        || plans.1.run(frame, &mut sync),
     );
     a?;
     b?;
