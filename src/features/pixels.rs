@@ -442,6 +442,8 @@ pub struct RowReader<'a> {
     shift: u32,
     cu: Vec<u16>,
     cv: Vec<u16>,
+    /// One luma row narrowed to 8 bits (high bit depth formats).
+    luma: Vec<u8>,
 }
 
 impl<'a> RowReader<'a> {
@@ -462,6 +464,7 @@ impl<'a> RowReader<'a> {
             shift,
             cu: vec![0; cw],
             cv: vec![0; cw],
+            luma: Vec::new(),
         }
     }
 
@@ -582,36 +585,51 @@ impl<'a> RowReader<'a> {
     }
 
     /// Convert luma row `y` with the chroma in `cu`, `cv`, interpolated horizontally.
-    fn yuv_row(&self, y: usize, hsub: u32, out: &mut [u8]) {
+    fn yuv_row(&mut self, y: usize, hsub: u32, out: &mut [u8]) {
         let w = self.frame.width;
-        let luma = self.plane_row(0, y, w);
-        let (cu, cv, c) = (&self.cu, &self.cv, &self.coef);
-        let last = cu.len() - 1;
+        let row = self.plane_row(0, y, w);
+        if self.bytes != 1 {
+            let mut narrowed = std::mem::take(&mut self.luma);
+            narrowed.clear();
+            narrowed.extend((0..w).map(|x| self.at(row, x)));
+            self.luma = narrowed;
+        }
+        let luma: &[u8] = if self.bytes == 1 { row } else { &self.luma };
+        let (cu, cv, c) = (&self.cu[..], &self.cv[..], &self.coef);
         if hsub == 0 {
-            for (x, d) in out.chunks_exact_mut(3).enumerate() {
-                let l = self.at(luma, x);
-                d.copy_from_slice(&c.rgb(l, 4 * cu[x] as i32, 4 * cv[x] as i32));
+            for (((d, &l), &u), &v) in out.chunks_exact_mut(3).zip(luma).zip(cu).zip(cv) {
+                d.copy_from_slice(&c.rgb(l, 4 * u as i32, 4 * v as i32));
             }
             return;
         }
+        // pixel pairs 2i, 2i + 1 share chroma sample i; weights in quarters:
+        // cosited: 2i = C[i], 2i + 1 = (C[i] + C[i+1]) / 2;
+        // centred: 2i = (3 C[i] + C[i−1]) / 4, 2i + 1 = (3 C[i] + C[i+1]) / 4
         let cosited = self.frame.colorimetry.chroma_h_cosited;
-        for (x, d) in out.chunks_exact_mut(3).enumerate() {
-            let l = self.at(luma, x);
-            let i = x >> 1;
-            let (a, b, wa, wb) = if cosited {
-                if x & 1 == 0 {
-                    (i, i, 4, 0)
-                } else {
-                    (i, (i + 1).min(last), 2, 2)
-                }
-            } else if x & 1 == 0 {
-                (i, i.saturating_sub(1), 3, 1)
+        let last = cu.len() - 1;
+        for (i, (px, l)) in out
+            .chunks_mut(6)
+            .zip(luma.chunks(2))
+            .enumerate()
+            .take(cu.len())
+        {
+            let (prev, next) = (i.saturating_sub(1), (i + 1).min(last));
+            let (ui, vi) = (cu[i] as i32, cv[i] as i32);
+            let (even, odd) = if cosited {
+                (
+                    (4 * ui, 4 * vi),
+                    (2 * (ui + cu[next] as i32), 2 * (vi + cv[next] as i32)),
+                )
             } else {
-                (i, (i + 1).min(last), 3, 1)
+                (
+                    (3 * ui + cu[prev] as i32, 3 * vi + cv[prev] as i32),
+                    (3 * ui + cu[next] as i32, 3 * vi + cv[next] as i32),
+                )
             };
-            let u = wa * cu[a] as i32 + wb * cu[b] as i32;
-            let v = wa * cv[a] as i32 + wb * cv[b] as i32;
-            d.copy_from_slice(&c.rgb(l, u, v));
+            px[..3].copy_from_slice(&c.rgb(l[0], even.0, even.1));
+            if l.len() > 1 {
+                px[3..6].copy_from_slice(&c.rgb(l[1], odd.0, odd.1));
+            }
         }
     }
 }

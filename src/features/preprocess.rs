@@ -317,6 +317,20 @@ impl ResizePlan {
     /// [`WIDTH_BLOCK_ROWS`] at a time: packed RGB24 is read in place (the bytes the
     /// official transform sees), other formats never exist as a full-size RGB image.
     pub fn run(&self, frame: &RawFrame, out: &mut [u8]) -> Result<()> {
+        self.check(frame, out.len())?;
+        let mut pass = WidthPass::new(self);
+        let mut rows = RgbRows::new(frame);
+        for y0 in (0..self.src_h).step_by(WIDTH_BLOCK_ROWS) {
+            let n = WIDTH_BLOCK_ROWS.min(self.src_h - y0);
+            let (block, stride) = rows.get(y0, n);
+            pass.block(self, block, stride, y0, n);
+        }
+        self.height_pass(&pass.inter, out);
+        Ok(())
+    }
+
+    /// The frame fits this plan and `out_len` is the output size.
+    fn check(&self, frame: &RawFrame, out_len: usize) -> Result<()> {
         frame.validate()?;
         if (frame.width, frame.rows()) != (self.src_w, self.src_h) {
             return Err(Error::input(format!(
@@ -328,71 +342,25 @@ impl ResizePlan {
                 frame.rows()
             )));
         }
-        if out.len() != self.output_len() {
+        if out_len != self.output_len() {
             return Err(Error::input(format!(
-                "output buffer has {} bytes, expected {}",
-                out.len(),
+                "output buffer has {out_len} bytes, expected {}",
                 self.output_len()
             )));
         }
+        Ok(())
+    }
+
+    /// Height pass: the cropped rows of `inter` (`(src_h, crop.width, 3)`, from
+    /// [`WidthPass`]), written planar into `out`.
+    fn height_pass(&self, inter: &[u8], out: &mut [u8]) {
         let Crop {
             top,
-            left,
             height: ch,
             width: cw,
+            ..
         } = self.crop;
         let row_len = cw * 3;
-        let src_row = self.src_w * 3;
-        let in_place = frame.rgb_in_place();
-        let mut reader = RowReader::new(frame);
-        let mut strip = Vec::new();
-
-        // Width pass over every source row, only for the cropped columns, into
-        // (src_h, cw, 3). Blocks of rows are transposed first so that each output column is
-        // a weighted sum of whole source columns of the block (contiguous vectors).
-        let mut inter = vec![0u8; self.src_h * row_len];
-        match &self.horiz {
-            Some(f) => {
-                const ROWS: usize = WIDTH_BLOCK_ROWS;
-                let mut block_t = vec![0u8; self.src_w * ROWS * 3];
-                let mut out_t = vec![0u8; cw * ROWS * 3];
-                let mut acc = vec![0i32; ROWS * 3];
-                for y0 in (0..self.src_h).step_by(ROWS) {
-                    let rows = ROWS.min(self.src_h - y0);
-                    let lane = rows * 3;
-                    let (block, stride) =
-                        rgb_rows(in_place, &mut reader, &mut strip, src_row, y0, rows);
-                    for (x, d) in block_t[..self.src_w * lane]
-                        .chunks_exact_mut(lane)
-                        .enumerate()
-                    {
-                        for (r, px) in d.chunks_exact_mut(3).enumerate() {
-                            let o = r * stride + x * 3;
-                            px.copy_from_slice(&block[o..o + 3]);
-                        }
-                    }
-                    for (xo, dst) in out_t[..cw * lane].chunks_exact_mut(lane).enumerate() {
-                        let (s, w) = f.taps(left + xo);
-                        let cols = &block_t[s * lane..(s + w.len()) * lane];
-                        filter_lines(&mut acc, cols, w, f.precision, dst);
-                    }
-                    for r in 0..rows {
-                        let dst = &mut inter[(y0 + r) * row_len..(y0 + r + 1) * row_len];
-                        for (d, px) in dst.chunks_exact_mut(3).zip(out_t.chunks_exact(lane)) {
-                            d.copy_from_slice(&px[r * 3..r * 3 + 3]);
-                        }
-                    }
-                }
-            }
-            None => {
-                for (y, dst) in inter.chunks_exact_mut(row_len).enumerate() {
-                    let (row, _) = rgb_rows(in_place, &mut reader, &mut strip, src_row, y, 1);
-                    dst.copy_from_slice(&row[left * 3..(left + cw) * 3]);
-                }
-            }
-        }
-
-        // Height pass for the cropped rows, written planar.
         let plane = ch * cw;
         let mut acc = vec![0i32; row_len];
         let mut line = vec![0u8; row_len];
@@ -412,28 +380,97 @@ impl ResizePlan {
                 }
             }
         }
-        Ok(())
     }
 }
 
-/// Rows `y0..y0 + rows` of a frame as RGB24 and the distance between them: in place for
-/// packed RGB24, else converted into `strip`.
-fn rgb_rows<'s>(
-    in_place: Option<(&'s [u8], usize)>,
-    reader: &mut RowReader,
-    strip: &'s mut Vec<u8>,
-    src_row: usize,
-    y0: usize,
-    rows: usize,
-) -> (&'s [u8], usize) {
-    if let Some((data, stride)) = in_place {
-        return (&data[y0 * stride..], stride);
+/// The width pass of one plan: every source row, only the cropped columns, into `inter`
+/// `(src_h, crop.width, 3)`. Blocks of rows are transposed first so that each output column
+/// is a weighted sum of whole source columns of the block (contiguous vectors).
+struct WidthPass {
+    inter: Vec<u8>,
+    block_t: Vec<u8>,
+    out_t: Vec<u8>,
+    acc: Vec<i32>,
+}
+
+impl WidthPass {
+    fn new(plan: &ResizePlan) -> Self {
+        let cw = plan.crop.width;
+        Self {
+            inter: vec![0u8; plan.src_h * cw * 3],
+            block_t: vec![0u8; plan.src_w * WIDTH_BLOCK_ROWS * 3],
+            out_t: vec![0u8; cw * WIDTH_BLOCK_ROWS * 3],
+            acc: vec![0i32; WIDTH_BLOCK_ROWS * 3],
+        }
     }
-    strip.resize(rows * src_row, 0);
-    for (r, dst) in strip.chunks_exact_mut(src_row).enumerate() {
-        reader.read(y0 + r, dst);
+
+    /// Source rows `y0..y0 + rows` (at most [`WIDTH_BLOCK_ROWS`]), RGB24, `stride` bytes
+    /// apart in `block`.
+    fn block(&mut self, plan: &ResizePlan, block: &[u8], stride: usize, y0: usize, rows: usize) {
+        let (left, cw) = (plan.crop.left, plan.crop.width);
+        let row_len = cw * 3;
+        let Some(f) = &plan.horiz else {
+            for r in 0..rows {
+                let src = &block[r * stride + left * 3..r * stride + (left + cw) * 3];
+                self.inter[(y0 + r) * row_len..(y0 + r + 1) * row_len].copy_from_slice(src);
+            }
+            return;
+        };
+        let lane = rows * 3;
+        for (x, d) in self.block_t[..plan.src_w * lane]
+            .chunks_exact_mut(lane)
+            .enumerate()
+        {
+            for (r, px) in d.chunks_exact_mut(3).enumerate() {
+                let o = r * stride + x * 3;
+                px.copy_from_slice(&block[o..o + 3]);
+            }
+        }
+        for (xo, dst) in self.out_t[..cw * lane].chunks_exact_mut(lane).enumerate() {
+            let (s, w) = f.taps(left + xo);
+            let cols = &self.block_t[s * lane..(s + w.len()) * lane];
+            filter_lines(&mut self.acc, cols, w, f.precision, dst);
+        }
+        for r in 0..rows {
+            let dst = &mut self.inter[(y0 + r) * row_len..(y0 + r + 1) * row_len];
+            for (d, px) in dst.chunks_exact_mut(3).zip(self.out_t.chunks_exact(lane)) {
+                d.copy_from_slice(&px[r * 3..r * 3 + 3]);
+            }
+        }
     }
-    (&strip[..], src_row)
+}
+
+/// Blocks of a frame's rows as RGB24: in place for packed RGB24, else converted into a
+/// strip of [`WIDTH_BLOCK_ROWS`] rows (rows in parallel, one [`RowReader`] per worker).
+struct RgbRows<'f> {
+    frame: RawFrame<'f>,
+    in_place: Option<(&'f [u8], usize)>,
+    strip: Vec<u8>,
+}
+
+impl<'f> RgbRows<'f> {
+    fn new(frame: &RawFrame<'f>) -> Self {
+        Self {
+            frame: *frame,
+            in_place: frame.rgb_in_place(),
+            strip: Vec::new(),
+        }
+    }
+
+    /// Rows `y0..y0 + rows` and the distance between them.
+    fn get(&mut self, y0: usize, rows: usize) -> (&[u8], usize) {
+        if let Some((data, stride)) = self.in_place {
+            return (&data[y0 * stride..], stride);
+        }
+        let row = self.frame.width * 3;
+        self.strip.resize(rows * row, 0);
+        let frame = &self.frame;
+        self.strip
+            .par_chunks_mut(row)
+            .enumerate()
+            .for_each_init(|| RowReader::new(frame), |r, (i, dst)| r.read(y0 + i, dst));
+        (&self.strip, row)
+    }
 }
 
 #[inline(always)]
@@ -530,14 +567,26 @@ pub fn prepare_frame(frame: &RawFrame) -> Result<PreparedFrame> {
             }
         }
     };
-    let mut clip = vec![0u8; plans.0.output_len()];
-    let mut sync = vec![0u8; plans.1.output_len()];
-    let (a, b) = rayon::join(
-        || plans.0.run(frame, &mut clip),
-        || plans.1.run(frame, &mut sync),
+    let (clip_plan, sync_plan) = (&plans.0, &plans.1);
+    let mut clip = vec![0u8; clip_plan.output_len()];
+    let mut sync = vec![0u8; sync_plan.output_len()];
+    clip_plan.check(frame, clip.len())?;
+    sync_plan.check(frame, sync.len())?;
+    // each block of rows is converted once and read by both width passes
+    let (mut clip_pass, mut sync_pass) = (WidthPass::new(clip_plan), WidthPass::new(sync_plan));
+    let mut rows = RgbRows::new(frame);
+    for y0 in (0..frame.rows()).step_by(WIDTH_BLOCK_ROWS) {
+        let n = WIDTH_BLOCK_ROWS.min(frame.rows() - y0);
+        let (block, stride) = rows.get(y0, n);
+        rayon::join(
+            || clip_pass.block(clip_plan, block, stride, y0, n),
+            || sync_pass.block(sync_plan, block, stride, y0, n),
+        );
+    }
+    rayon::join(
+        || clip_plan.height_pass(&clip_pass.inter, &mut clip),
+        || sync_plan.height_pass(&sync_pass.inter, &mut sync),
     );
-    a?;
-    b?;
     Ok(PreparedFrame { clip, sync })
 }
 
