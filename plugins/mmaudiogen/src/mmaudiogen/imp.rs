@@ -1,8 +1,10 @@
 //! # mmaudiogen
 //!
-//! Generates a synchronized soundtrack (Foley) for a video stream with MMAudio: raw RGB
-//! video in, mono 32-bit float audio out at the model's rate (16 000 Hz for `small-16k`,
-//! 44 100 Hz for the other variants).
+//! Generates a synchronized soundtrack (Foley) for a video stream with MMAudio: raw video
+//! in as decoders produce it (I420, YV12, NV12, NV21, Y42B, Y444, GRAY8, the packed
+//! RGB/BGR family with or without alpha or padding, and the 10-bit I420_10LE, I422_10LE,
+//! Y444_10LE and P010_10LE), mono 32-bit float audio out at the
+//! model's rate (16 000 Hz for `small-16k`, 44 100 Hz for the other variants).
 //!
 //! The video is cut into windows of `window-duration` that start every
 //! `window-duration − overlap`; each window's frames (and the `prompt`) are turned into
@@ -16,23 +18,30 @@
 //!
 //! ## Threads and bounds
 //!
-//! Three threads, in a line: the streaming thread copies each frame (packed RGB, stride
-//! removed), plans windows and queues them; the generator thread (`mmaudiogen-gen`)
-//! generates and crossfades them; the source pad's task pushes the audio and the events
-//! downstream, in stream order. A synchronised sink that blocks the push (waiting for its
-//! clock, or an audio device draining its ring buffer) thus never delays the next window.
-//! At most `max-in-flight` windows are queued, being generated or waiting to be pushed;
-//! beyond that the streaming thread blocks (backpressure), so memory is bounded for any
-//! length: one window of frames plus `max-in-flight` windows of requests and audio. With the MMAudio
+//! Three threads, in a line: the streaming thread reads each frame in its own format,
+//! plans windows and queues them; the generator thread (`mmaudiogen-gen`) generates and
+//! crossfades them; the source pad's task pushes the audio and the events downstream, in
+//! stream order. A synchronised sink that blocks the push (waiting for its clock, or an
+//! audio device draining its ring buffer) thus never delays the next window. At most
+//! `max-in-flight` windows are queued, being generated or waiting to be pushed; beyond
+//! that the streaming thread blocks (backpressure), so memory is bounded for any length:
+//! one window of frames plus `max-in-flight` windows of requests and audio. With the MMAudio
 //! generator each frame is resized on arrival, on the streaming thread, to the two sizes the
 //! model sees (384×384 for CLIP, 224×224 for Synchformer; ≈ 11 ms for a 1080p frame), so a
 //! window holds ≈ 0.6 MB per frame whatever the input size, and this work overlaps the
-//! generation of the previous window on the worker thread. (Generators that do not ask for
-//! prepared frames get the packed RGB frame as it arrived.)
+//! generation of the previous window on the generator thread. YUV and the other formats are
+//! converted to RGB row by row inside that resize, with the matrix and range of the caps'
+//! colorimetry (`mmaudio::features::pixels`): no full-size RGB copy is made. An interlaced
+//! frame (interlace-mode `interleaved`, or `mixed` with the INTERLACED buffer flag) is read
+//! as its first field in time (caps `field-order` or the TFF flag), stretched to the
+//! frame's height. (Generators that do not ask for prepared frames get the frame as packed
+//! RGB24.)
 //!
-//! Flow errors of the source pad are returned upstream from the next `chain` (a NOT_LINKED
-//! or NOT_NEGOTIATED from downstream is posted as an ERROR first, as a source does).
-//! FLUSH_START cancels the generator between sampler steps and returns at once; FLUSH_STOP
+//! Flow errors of the source pad are returned upstream from the next `chain`; a fatal one
+//! (not-negotiated, not-linked, error) is first posted as an ERROR of this element saying
+//! why (e.g. `Downstream refused audio/x-raw rate=16000 (mono F32): add audioconvert !
+//! audioresample after mmaudiogen`), since the video may already have ended and no `chain`
+//! would carry it. FLUSH_START cancels the generator between sampler steps and returns at once; FLUSH_STOP
 //! waits for the generator thread to let go of the flushed stream, resets everything, and
 //! the next output buffer is flagged DISCONT. A new SEGMENT that differs from the current
 //! one (other than in position) drains the current stream first; EOS and SEGMENT_DONE
@@ -60,7 +69,10 @@
 //! therefore needs a queue that holds a window of video on its other branch.
 //!
 //! The model is loaded on a separate thread started at READY→PAUSED (PROGRESS messages
-//! `start`/`complete`/`error`, code `load`); the first buffer waits for it. A failure
+//! `start`/`complete`/`error`, code `load`); the first buffer waits for it. `model-dir`
+//! unset means `$MMAUDIO_MODEL_DIR`, else `./models`; `variant=auto` (the default) loads
+//! what the folder holds, and a variant contradicting the folder's `mmaudio.json` is
+//! refused. A failure
 //! posts an ERROR naming the file and the reason, and the streaming thread returns a flow
 //! error. A loaded model is kept across PAUSED→READY→PAUSED when `model-dir`, `variant`,
 //! `device` and `precision` are unchanged, and released at READY→NULL.
@@ -114,14 +126,26 @@
 //! | `skipped` | bool | the window was not generated (live QoS): its span is silence |
 //! | `windows-skipped` | u64 | windows skipped since READY→PAUSED |
 //!
-//! The model load is reported with PROGRESS messages (see above); skipped windows with QoS
-//! messages (live QoS, above).
+//! When the model is loaded the element posts the PROGRESS `complete` message and an INFO
+//! message with one sentence (`Loaded MMAudio small_16k, 16000 Hz, on cpu in f32 from
+//! models in 9.8 s`) and an ELEMENT message `mmaudiogen-model`:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `name` | string | e.g. `MMAudio small_16k` |
+//! | `variant` | string | official spelling (`small_16k`), empty for custom generators |
+//! | `rate` | u32 | output sample rate |
+//! | `device` | string | device in use (`cpu`, `cuda:0`): what `device=auto` chose |
+//! | `precision` | string | `f32`, `f16` or `bf16`: what `precision=auto` chose |
+//! | `load-time` | GstClockTime | wall time of the load |
+//!
+//! Skipped windows (live QoS, above) also post a QoS message each.
 //!
 //! ## Example
 //!
 //! ```text
-//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! \
-//!     mmaudiogen model-dir=/models/mmaudio variant=small-16k prompt="footsteps on gravel" ! \
+//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! \
+//!     mmaudiogen model-dir=/models/mmaudio prompt="footsteps on gravel" ! \
 //!     audioconvert ! wavenc ! filesink location=foley.wav
 //! ```
 //!
@@ -132,7 +156,7 @@
 //! ```text
 //! gst-launch-1.0 -e v4l2src ! videoconvert ! tee name=t \
 //!     t. ! queue max-size-time=12000000000 max-size-bytes=0 max-size-buffers=0 ! autovideosink \
-//!     t. ! queue ! videoconvert ! mmaudiogen model-dir=/models/mmaudio device=cuda:0 ! \
+//!     t. ! queue ! mmaudiogen model-dir=/models/mmaudio device=cuda:0 ! \
 //!     audioconvert ! autoaudiosink
 //! ```
 
@@ -167,7 +191,7 @@ use push::{ChunkKind, Out};
 
 use settings::{DEFAULT_MAX_IN_FLIGHT, Settings};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "mmaudiogen",
         gst::DebugColorFlags::empty(),
@@ -466,7 +490,7 @@ impl ElementImpl for MMAudioGen {
                 "Converter/Video/Audio",
                 "Generates a synchronized soundtrack for a video stream with MMAudio \
                  (video + text to audio), in crossfaded windows",
-                "gst-mmaudio developers",
+                "gst-mmaudio developers <gst-mmaudio@users.noreply.github.com>",
             )
         });
         Some(&*METADATA)
@@ -475,7 +499,7 @@ impl ElementImpl for MMAudioGen {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let sink_caps = gst_video::VideoCapsBuilder::new()
-                .format(gst_video::VideoFormat::Rgb)
+                .format_list(sink::SINK_FORMATS)
                 .build();
             let src_caps = gst_audio::AudioCapsBuilder::new_interleaved()
                 .format(gst_audio::AUDIO_FORMAT_F32)
@@ -518,7 +542,7 @@ impl ElementImpl for MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Settings,
-                    ["Invalid window settings: {err}"]
+                    ("Invalid window settings: {err}")
                 );
                 return Err(gst::StateChangeError);
             }

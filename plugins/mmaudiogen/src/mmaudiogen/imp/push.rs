@@ -99,33 +99,13 @@ impl MMAudioGen {
             }
             Out::Chunk(chunk, kind) => {
                 let rate = self.ensure_caps()?;
+                // A fatal flow return is posted as an ERROR there (`downstream_flow`).
                 let res = self.push_chunk(chunk, rate);
-                if let Err(err) = res {
-                    self.post_flow_error(err);
-                }
                 if kind == ChunkKind::End {
                     lock(&self.output).discont = true;
                 }
                 res
             }
-        }
-    }
-
-    /// Downstream returned a flow error that ends the stream. Like a source, the element
-    /// posts the ERROR for the ones nobody downstream posted (not linked, not negotiated)
-    /// before the flow error reaches upstream: otherwise the first ERROR on the bus would be
-    /// upstream's generic one. (An ERROR flow comes from an element that posted its own.)
-    fn post_flow_error(&self, err: gst::FlowError) {
-        if matches!(
-            err,
-            gst::FlowError::NotLinked | gst::FlowError::NotNegotiated
-        ) {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Failed,
-                ("Internal data stream error."),
-                ["Streaming stopped, reason {err:?}: downstream cannot take the audio"]
-            );
         }
     }
 }
