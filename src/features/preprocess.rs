@@ -442,6 +442,18 @@ fn prepared_plane(frame: &PreparedFrame, t: Transform) -> &[u8] {
 /// Resize one packed RGB24 frame for both models (the work [`transform_u8`] would do for
 /// it, done once). Plans are cached per frame size.
 pub fn prepare_frame(width: usize, height: usize, data: &[u8]) -> Result<PreparedFrame> {
+    prepare_frame_planes(width, height, data, true, true)
+}
+
+/// [`prepare_frame`] for only the planes a frame is picked for (the window engine knows:
+/// `crate::window::planner`); a plane not asked for is left empty.
+pub fn prepare_frame_planes(
+    width: usize,
+    height: usize,
+    data: &[u8],
+    clip_plane: bool,
+    sync_plane: bool,
+) -> Result<PreparedFrame> {
     use std::sync::Mutex;
     type Plans = Vec<(usize, usize, Arc<(ResizePlan, ResizePlan)>)>;
     static PLANS: Mutex<Plans> = Mutex::new(Vec::new());
@@ -472,11 +484,17 @@ pub fn prepare_frame(width: usize, height: usize, data: &[u8]) -> Result<Prepare
             }
         }
     };
-    let mut clip = vec![0u8; plans.0.output_len()];
-    let mut sync = vec![0u8; plans.1.output_len()];
+    let mut clip = vec![0u8; if clip_plane { plans.0.output_len() } else { 0 }];
+    let mut sync = vec![0u8; if sync_plane { plans.1.output_len() } else { 0 }];
     let (a, b) = rayon::join(
-        || plans.0.run_u8(data, &mut clip),
-        || plans.1.run_u8(data, &mut sync),
+        || match clip_plane {
+            true => plans.0.run_u8(data, &mut clip),
+            false => Ok(()),
+        },
+        || match sync_plane {
+            true => plans.1.run_u8(data, &mut sync),
+            false => Ok(()),
+        },
     );
     a?;
     b?;
@@ -558,7 +576,13 @@ pub fn transform_u8(
         .zip(uniq.par_iter().zip(plan_of.par_iter()))
         .try_for_each(|(out, (&i, &p))| match &frames[i].prepared {
             Some(pf) => {
-                out.copy_from_slice(prepared_plane(pf, transform));
+                let plane = prepared_plane(pf, transform);
+                if plane.len() != out.len() {
+                    return Err(Error::input(format!(
+                        "frame {i} was prepared without its {transform:?} plane"
+                    )));
+                }
+                out.copy_from_slice(plane);
                 Ok(())
             }
             None => plans[p].run_u8(&frames[i].data, out),
@@ -648,6 +672,7 @@ mod tests {
             width: w,
             height: h,
             data: Arc::new(data),
+            id: None,
         }
     }
 
@@ -667,6 +692,7 @@ mod tests {
             width: w,
             height: h,
             data: Arc::new(data),
+            id: None,
         }
     }
 
@@ -771,6 +797,7 @@ mod tests {
             width: 10,
             height: 4,
             data: Arc::new(vec![77; 120]),
+            id: None,
         };
         for (dw, dh) in [(10, 7), (3, 4), (25, 1), (1, 1)] {
             let p = ResizePlan::new(10, 4, dw, dh, None).unwrap();
@@ -864,6 +891,7 @@ mod tests {
             width: 4,
             height: 4,
             data: Arc::new(vec![0; 47]),
+            id: None,
         }];
         let e = transform_u8(Transform::Clip, &bad, &[0])
             .unwrap_err()
@@ -875,6 +903,7 @@ mod tests {
             width: 0,
             height: 4,
             data: Arc::new(vec![]),
+            id: None,
         }];
         assert!(transform_u8(Transform::Sync, &empty, &[0]).is_err());
         let t = clip_frames(&frames, &[], &Device::Cpu).unwrap();

@@ -159,13 +159,17 @@ impl MMAudioGen {
         }
         match result {
             Ok(generator) => {
-                let rate = generator.sample_rate();
-                let prepared = generator.wants_prepared_frames();
+                let info = ModelInfo {
+                    rate: generator.sample_rate(),
+                    prepared: generator.wants_prepared_frames(),
+                    picks: generator.picks_frames(),
+                    period: generator.latent_period(),
+                };
+                let rate = info.rate;
                 shared.model = Model::Ready {
                     key,
                     generator: Arc::new(Mutex::new(generator)),
-                    rate,
-                    prepared,
+                    info,
                 };
                 self.cond.notify_all();
                 drop(shared);

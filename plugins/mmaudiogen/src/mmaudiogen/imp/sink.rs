@@ -11,7 +11,7 @@ impl MMAudioGen {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         gst::log!(CAT, obj = pad, "Handling buffer {buffer:?}");
         self.current_flow()?;
-        let (_, rate, prepare) = self.wait_for_model()?;
+        let (_, model) = self.wait_for_model()?;
         let settings = lock(&self.settings).clone();
 
         let mut state = lock(&self.state);
@@ -33,15 +33,10 @@ impl MMAudioGen {
         };
         let duration = buffer.duration().or(state.frame_duration);
         state.next_pts = duration.map(|d| pts + d);
-        let frame = self.copy_frame(&buffer, &info, pts, duration, prepare)?;
+        let frame = self.copy_frame(&buffer, &info, pts, duration)?;
 
         if state.planner.is_none() {
-            let cfg = WindowConfig::from_millis(
-                rate,
-                settings.window_ms as u64,
-                settings.overlap_ms as u64,
-            )
-            .map_err(|err| {
+            let cfg = settings.engine(model.rate, model.period).map_err(|err| {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Settings,
@@ -49,14 +44,45 @@ impl MMAudioGen {
                 );
                 gst::FlowError::Error
             })?;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Windows of {} samples every {} samples at {rate} Hz",
-                cfg.window_samples(),
-                cfg.hop_samples()
-            );
-            state.planner = Some(WindowPlanner::new(cfg));
+            match &cfg {
+                EngineConfig::Windows(c) => gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Windows of {} samples every {} samples at {} Hz",
+                    c.window_samples(),
+                    c.hop_samples(),
+                    model.rate
+                ),
+                EngineConfig::Continuation(c) => gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Continuation windows of {} latents, hop {} latents ({} samples), \
+                     crossfade {} samples at {} Hz",
+                    c.window_latents(),
+                    c.hop_latents(),
+                    c.hop_samples(),
+                    c.crossfade_samples(),
+                    model.rate
+                ),
+            }
+            let mut planner = WindowPlanner::new(cfg);
+            // Only the frames MMAudio's 8/25 fps sampling can pick are kept, each resized
+            // once to the model sizes it is picked for (as it is settled, on this thread,
+            // overlapping the worker's generation) instead of being kept whole.
+            planner.set_frame_picking(model.picks);
+            if model.prepared {
+                let preparer: Preparer = Arc::new(|f: &TimedFrame, planes: FramePlanes| {
+                    mmaudio::features::preprocess::prepare_frame_planes(
+                        f.width,
+                        f.height,
+                        &f.data,
+                        planes.clip,
+                        planes.sync,
+                    )
+                });
+                planner.set_preparer(Some(preparer));
+            }
+            state.planner = Some(planner);
             state.window_cfg = Some(cfg);
         }
         let cfg = state.window_cfg.expect("set with the planner");
@@ -87,7 +113,6 @@ impl MMAudioGen {
         info: &gst_video::VideoInfo,
         pts: gst::ClockTime,
         duration: Option<gst::ClockTime>,
-        prepare: bool,
     ) -> Result<TimedFrame, gst::FlowError> {
         let map_error = |what: &str| {
             gst::element_imp_error!(
@@ -117,31 +142,13 @@ impl MMAudioGen {
         for y in 0..height {
             data.extend_from_slice(&src[y * stride..y * stride + row]);
         }
-        // The MMAudio generator only needs the frame at its two model sizes: resize it now
-        // (once per frame, on the streaming thread, overlapping the worker's generation of
-        // the previous window) and keep ~0.6 MB instead of the full frame.
-        let (data, prepared) = if prepare {
-            let p = mmaudio::features::preprocess::prepare_frame(width, height, &data).map_err(
-                |err| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Format,
-                        ["Cannot prepare a {width}x{height} frame: {err}"]
-                    );
-                    gst::FlowError::Error
-                },
-            )?;
-            (Vec::new(), Some(Arc::new(p)))
-        } else {
-            (data, None)
-        };
         Ok(TimedFrame {
             pts: pts.nseconds(),
             duration: duration.map(|d| d.nseconds()),
             width,
             height,
             data: Arc::new(data),
-            prepared,
+            prepared: None,
         })
     }
 
@@ -303,7 +310,7 @@ impl MMAudioGen {
     pub(super) fn enqueue_planned(
         &self,
         planned: Vec<Planned>,
-        cfg: WindowConfig,
+        cfg: EngineConfig,
     ) -> Result<(), gst::FlowError> {
         for item in planned {
             let job = match item {
@@ -359,9 +366,9 @@ impl MMAudioGen {
         }
     }
 
-    /// Wait until the model is loaded (interrupted by flushing).
-    /// The loaded generator, its sample rate and whether it wants frames prepared on arrival.
-    pub(super) fn wait_for_model(&self) -> Result<(SharedGenerator, u32, bool), gst::FlowError> {
+    /// Wait until the model is loaded (interrupted by flushing): the loaded generator and
+    /// what the element needs to know about it.
+    pub(super) fn wait_for_model(&self) -> Result<(SharedGenerator, ModelInfo), gst::FlowError> {
         let mut shared = lock(&self.shared);
         loop {
             if shared.flushing {
@@ -369,11 +376,8 @@ impl MMAudioGen {
             }
             match &shared.model {
                 Model::Ready {
-                    generator,
-                    rate,
-                    prepared,
-                    ..
-                } => return Ok((generator.clone(), *rate, *prepared)),
+                    generator, info, ..
+                } => return Ok((generator.clone(), *info)),
                 // The loader posted the ERROR.
                 Model::Failed => return Err(gst::FlowError::Error),
                 Model::None => {
@@ -429,6 +433,7 @@ impl MMAudioGen {
             }
             output.discont = true;
             output.late_warned = false;
+            output.hole_from = None;
         }
         let mut shared = lock(&self.shared);
         shared.jobs.clear();

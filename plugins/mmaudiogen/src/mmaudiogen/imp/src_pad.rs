@@ -45,14 +45,29 @@ impl MMAudioGen {
         }
     }
 
-    /// (min, max) latency this element adds.
+    /// (min, max) latency this element adds (see the module documentation).
     pub(super) fn own_latency(&self) -> (gst::ClockTime, gst::ClockTime) {
         let settings = lock(&self.settings).clone();
         let frame = lock(&self.state)
             .frame_duration
             .unwrap_or(gst::ClockTime::ZERO);
-        let min = settings.window() + frame + settings.processing_latency();
-        let max = min + settings.hop() * settings.max_in_flight as u64;
+        // Before the model is loaded, the variant says the rate and MMAudio's latent period.
+        let (rate, period) = match &lock(&self.shared).model {
+            Model::Ready { info, .. } => (info.rate, info.period),
+            _ => {
+                let rate = mmaudio::Variant::from(settings.variant)
+                    .mode()
+                    .sampling_rate();
+                (rate, mmaudio::generator::default_latent_period(rate))
+            }
+        };
+        let ns = |samples: u64| gst::ClockTime::from_nseconds(samples_to_ns(samples, rate));
+        let (wait, hop) = match settings.engine(rate, period) {
+            Ok(EngineConfig::Continuation(c)) => (ns(c.latency_samples()), ns(c.hop_samples())),
+            Ok(EngineConfig::Windows(_)) | Err(_) => (settings.window(), settings.hop()),
+        };
+        let min = wait + frame + settings.processing_latency();
+        let max = min + hop * settings.max_in_flight as u64;
         (min, max)
     }
 

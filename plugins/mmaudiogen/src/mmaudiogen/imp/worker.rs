@@ -51,6 +51,8 @@ impl MMAudioGen {
     pub(super) fn process(&self, job: Job) -> Result<gst::FlowSuccess, gst::FlowError> {
         match job {
             Job::Event(event) => {
+                // An event between two streams: they are not one stream with a hole.
+                lock(&self.output).hole_from = None;
                 if event.type_() != gst::EventType::StreamStart {
                     self.ensure_caps()?;
                 }
@@ -80,7 +82,11 @@ impl MMAudioGen {
                     }
                 };
                 let res = match res {
-                    Ok(Some(chunk)) => self.push_chunk(chunk, rate),
+                    Ok(Some(chunk)) => {
+                        let end = chunk.time_range(rate).1;
+                        lock(&self.output).hole_from = Some(end);
+                        self.push_chunk(chunk, rate)
+                    }
                     Ok(None) => Ok(gst::FlowSuccess::Ok),
                     Err(err) => {
                         gst::element_imp_error!(
@@ -103,7 +109,8 @@ impl MMAudioGen {
         if let Some(rate) = lock(&self.output).rate {
             return Ok(rate);
         }
-        let (_, rate, _) = self.wait_for_model()?;
+        let (_, info) = self.wait_for_model()?;
+        let rate = info.rate;
         let caps = gst_audio::AudioCapsBuilder::new_interleaved()
             .format(gst_audio::AUDIO_FORMAT_F32)
             .rate(rate as i32)
@@ -131,10 +138,10 @@ impl MMAudioGen {
         &self,
         request: WindowRequest,
         span: WindowSpan,
-        cfg: WindowConfig,
+        cfg: EngineConfig,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let rate = self.ensure_caps()?;
-        let (generator, _, _) = self.wait_for_model()?;
+        let (generator, _) = self.wait_for_model()?;
         gst::debug!(
             CAT,
             imp = self,
@@ -147,7 +154,27 @@ impl MMAudioGen {
         );
         let started = Instant::now();
         let res = panic::catch_unwind(AssertUnwindSafe(|| {
-            lock(&generator).generate(&request, &self.cancel)
+            let mut generator = lock(&generator);
+            if span.index == 0 {
+                // A new stream: nothing carried from the previous one (latents, caches).
+                generator.reset();
+            }
+            let audio = generator.generate(&request, &self.cancel);
+            if let Some(c) = generator.cache_stats() {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Feature caches: CLIP {} hits / {} misses ({:.0} %), Synchformer {} / {} \
+                     ({:.0} %)",
+                    c.clip_hits,
+                    c.clip_misses,
+                    100.0 * c.clip_hit_rate().unwrap_or(0.0),
+                    c.sync_hits,
+                    c.sync_misses,
+                    100.0 * c.sync_hit_rate().unwrap_or(0.0)
+                );
+            }
+            audio
         }));
         let elapsed = started.elapsed();
         if self.cancel.is_cancelled() {
@@ -199,7 +226,12 @@ impl MMAudioGen {
                 .push(&span, audio)
         };
         match res {
-            Ok(chunk) => self.push_chunk(chunk, rate),
+            Ok(chunk) => {
+                if span.index == 0 {
+                    self.cover_hole(span.origin);
+                }
+                self.push_chunk(chunk, rate)
+            }
             Err(err) => {
                 gst::element_imp_error!(
                     self,
@@ -209,6 +241,29 @@ impl MMAudioGen {
                 Err(gst::FlowError::Error)
             }
         }
+    }
+
+    /// A stream that starts after a timestamp jump (the previous one ended with no event
+    /// in between): a GAP covers the hole, so downstream knows nothing is missing.
+    fn cover_hole(&self, origin: u64) {
+        let Some(from) = lock(&self.output).hole_from.take() else {
+            return;
+        };
+        if origin <= from {
+            return;
+        }
+        let (start, duration) = (
+            gst::ClockTime::from_nseconds(from),
+            gst::ClockTime::from_nseconds(origin - from),
+        );
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Timestamp jump: GAP at {start} for {duration} before the new stream"
+        );
+        let _ = self
+            .srcpad
+            .push_event(gst::event::Gap::builder(start).duration(duration).build());
     }
 
     /// The `mmaudiogen-window` element message (see the module documentation).
@@ -231,6 +286,15 @@ impl MMAudioGen {
             )
             .field("samples", span.len)
             .field("frames", request.frames.len() as u32)
+            .field(
+                "held",
+                gst::ClockTime::from_nseconds(samples_to_ns(
+                    request.continuation.map_or(0, |c| {
+                        c.known as u64 * (span.generated / c.latents.max(1) as u64)
+                    }),
+                    rate,
+                )),
+            )
             .field(
                 "processing-time",
                 gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64),
