@@ -354,7 +354,7 @@ for v in ("small_16k", "large_44k_v2"):
     st = r.get("stages_median_s", {})
     print(f"continuation {v}: hop {r['hop_s']:.3f} s, {r['steady_windows']} full windows: compute per hop "
           f"{r['compute_per_hop_median_s']:.3f} s, RTF median {r['rtf_median']:.3f} max {r['rtf_max']:.3f}; "
-          f"latency hop+crossfade+frame {r['latency_engine_s']:.3f} s (+compute {r['latency_with_median_compute_s']:.3f} s); "
+          f"latency hop+held back+frame {r['latency_engine_s']:.3f} s (+compute {r['latency_with_median_compute_s']:.3f} s); "
           f"cache hits clip {r.get('clip_hit_rate')} sync {r.get('sync_hit_rate')}; stages "
           + " ".join(f"{k} {st[k]:.3f}" for k in ("preprocess", "clip", "sync", "text", "sampling", "vae", "vocoder") if k in st))
 EOF

@@ -360,7 +360,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     let mut generator = MmAudioStream::new(model.clone());
     generator.set_feature_cache(p.feature_cache);
     let mut note = String::new();
-    let (cfg, hop_s, crossfade_s): (EngineConfig, f64, f64) = match p.mode {
+    let (cfg, hop_s, held_back_s): (EngineConfig, f64, f64) = match p.mode {
         StreamMode::Windows => {
             // The engine needs overlap ≤ window/2: use the hop closest to the requested one.
             let requested_overlap = (p.window_s - p.hop_s).max(0.0);
@@ -383,7 +383,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
                 (p.hop_s * 1e3).round() as u64,
             )?;
             let hop_s = cfg.hop_samples() as f64 / rate as f64;
-            let x = cfg.crossfade_samples() as f64 / rate as f64;
+            let x = cfg.held_back_samples() as f64 / rate as f64;
             (cfg.into(), hop_s, x)
         }
     };
@@ -552,7 +552,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     }
     let cache = generator.cache_stats().unwrap_or_default();
     let frame_s = 1.0 / p.fps;
-    let latency_model_s = hop_s + crossfade_s + frame_s + med;
+    let latency_model_s = hop_s + held_back_s + frame_s + med;
     let achieved: Vec<f64> = windows
         .iter()
         .filter_map(|w| w.achieved_latency_s)
@@ -586,7 +586,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         .with("window_s", p.window_s)
         .with("hop_s", hop_s)
         .with("requested_hop_s", p.hop_s)
-        .with("crossfade_s", crossfade_s)
+        .with("held_back_s", held_back_s)
         .with("steady_windows", steady.len())
         .with("steady_duration_s", full)
         .with("compute_per_hop_median_s", med)
@@ -597,7 +597,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         .with("cache", serde_json::to_value(cache).unwrap_or_default())
         .with("clip_hit_rate", cache.clip_hit_rate())
         .with("sync_hit_rate", cache.sync_hit_rate())
-        .with("latency_engine_s", hop_s + crossfade_s + frame_s)
+        .with("latency_engine_s", hop_s + held_back_s + frame_s)
         .with("latency_with_median_compute_s", latency_model_s)
         .with(
             "achieved_latency_max_s",

@@ -25,39 +25,45 @@
 //! windows before it, which the generator carries (see [`crate::request::Continuation`]);
 //! the sampler holds them by inpainting, so only `[e_{k−1}, e_k)` is new.
 //!
-//! # Output and the held-back crossfade
+//! # Output: the held-back guard and crossfade
 //!
-//! Window `k` is decoded whole. Its new audio is `[e_{k−1}·P, e_k·P)`; of it, the last
-//! `X` samples are held back and the `X` samples held back from window `k−1` are
-//! crossfaded into window `k`'s decode of the same samples, so window `k` emits output
-//! `[e_{k−1}·P − X, e_k·P − X)`:
+//! Window `k` is decoded whole. A decode is worst at its right edge: the convolutions of
+//! the VAE decoder and of the vocoder see zero padding past the last latent, while the
+//! next window decodes the same latents in the middle of its sequence. So each window
+//! holds back its last `G + X` latents of audio: the last `G` (the *guard*, the edge zone)
+//! are never emitted from it, and over the `X` before them the output crossfades from its
+//! decode to the next window's decode of the same samples. Window `k` emits output
+//! `[e_{k−1}·P − (G+X)·P, e_k·P − (G+X)·P)`, its first `X·P` samples crossfaded:
 //!
 //! ```text
-//!   window k−1 decode: ──────────────────────────┤X├
-//!   window k decode:            ─────────────────┤X├─────────── new ───────────┤X├
-//!   output:            … k−1 ───────────────────┘ fade └──────── k ──────────┘ (held)
+//!   window k−1 decode: ───────────────────────┤ X ├─ G ─┤
+//!   window k decode:          ────────────────┤ X ├─ G ─┼──── new ────┤ X ├─ G ─┤
+//!   output:            … k−1 ─────────────────┘ fade └──────── k ────┘  (held back)
 //! ```
 //!
-//! `X` = [`CROSSFADE_LATENTS`] latent periods (64 ms at 16 kHz, 46 ms at 44.1 kHz). Why:
-//! a window's decode is worst at its right edge (the convolutions of the VAE decoder and
-//! of the vocoder see zero padding past the last latent), while the next window decodes
-//! the same latents in the middle of its sequence; those few latent periods are where the
-//! two decodes differ measurably (BENCHMARKS.md, "Decoder edge"), so the output switches
-//! from the previous window's decode to the next one's there, before the previous
-//! window's edge. The fade is correlation-aware ([`super::crossfade`]): both sides are the
-//! same sound, so it keeps their level instead of adding a constant-power bump, and the
-//! limiter guarantees full scale. At EOS the last window ends exactly at `N` samples and
-//! holds nothing back; its start is its regular `s_k`, so it is shorter than `W`.
+//! `G` = [`GUARD_LATENTS`] = 4 and `X` = [`CROSSFADE_LATENTS`] = 2 latent periods: 192 ms
+//! held back at 16 kHz, 139 ms at 44.1 kHz. Why 4 + 2: decoding 60 latents and the same
+//! latents shifted by 20 with the real-size 16 kHz VAE decoder (random weights: the
+//! structure, not the trained values), the mel of the shared latents differs by 0.33–0.46
+//! in the last 3 latents before a window's end and 0.11–0.12 at 4–5 latents, against
+//! 0.02–0.06 everywhere else (the VAE's middle attention sees the whole window, so two
+//! windows never decode identically; BENCHMARKS.md, "Decoder edge"). The guard drops the
+//! worst 4; the crossfade over the next 2 moves from a decode that is close to its interior
+//! quality to one that is. The fade is correlation-aware ([`super::crossfade`]): both sides
+//! are the same sound, so it keeps their level instead of adding a constant-power bump,
+//! and the limiter guarantees full scale. At EOS the last window ends exactly at `N`
+//! samples and holds nothing back; its start is its regular `s_k`, so it is shorter than
+//! `W`.
 //!
-//! `H` must be more than `X` and at most `W/2` (so every window holds at least half a
+//! `H` must be more than `G + X` and at most `W/2` (so every window holds at least half a
 //! window of context and the fade lies inside it): the `hop` property accepts
 //! [`HOP_MIN_MS`] to half the `window-duration`.
 //!
 //! # Latency and cost
 //!
-//! The first new sample of window `k` is at `e_{k−1}·P − X`, and window `k` can be planned
-//! once the video reaches `e_k·P`: a sample leaves `H·P + X` samples (plus one frame and
-//! the generation time) after its own time. The first window of a stream ends at `H`
+//! The first sample window `k` emits is at `e_{k−1}·P − (G+X)·P`, and window `k` can be
+//! planned once the video reaches `e_k·P`: a sample leaves `H·P + (G+X)·P` samples (plus
+//! one frame and the generation time) after its own time. The first window of a stream ends at `H`
 //! (at `M` generated), so the start of a stream is near-live too. Each hop costs one
 //! window of sampling and decoding (a `W`-long sequence), so the real-time factor is
 //! `window compute / hop`; the CLIP and Synchformer features of frames seen by earlier
@@ -66,7 +72,7 @@
 //! # Memory
 //!
 //! As [`super::windows`]: the frames from the next window's start on (at most `W` of
-//! video), plus the held-back `X` samples.
+//! video), plus the held-back `(G+X)·P` samples.
 
 use super::crossfade::{self, correlation, crossfade_weights_correlated};
 use super::{Chunk, WindowPlace, WindowSpan};
@@ -74,12 +80,16 @@ use crate::config::MIN_DURATION_S;
 use crate::error::{Error, Result};
 use crate::request::Continuation;
 
-/// Held-back crossfade, in latent periods (see the module documentation).
+/// Crossfade between consecutive windows' decodes, in latent periods (see the module
+/// documentation).
 pub const CROSSFADE_LATENTS: u64 = 2;
 
-/// Smallest `hop`, in milliseconds: each hop costs a whole window of generation, and the
-/// hop must exceed the held-back crossfade.
-pub const HOP_MIN_MS: u64 = 100;
+/// A window's last latent periods that are never emitted from it (the decoder's edge zone).
+pub const GUARD_LATENTS: u64 = 4;
+
+/// Smallest `hop`, in milliseconds: the hop must exceed the held-back guard and crossfade
+/// (6 latents: 192 ms at 16 kHz), and each hop costs a whole window of generation.
+pub const HOP_MIN_MS: u64 = 250;
 
 /// Geometry of `continuation` mode, in latents of `period` samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,10 +140,11 @@ impl ContinuationConfig {
                 "sample rate and latent period must be positive",
             ));
         }
-        if hop <= CROSSFADE_LATENTS || 2 * hop > window {
+        if hop <= GUARD_LATENTS + CROSSFADE_LATENTS || 2 * hop > window {
             return Err(Error::config(format!(
-                "hop of {hop} latents must be more than the {CROSSFADE_LATENTS}-latent \
-                 crossfade and at most half the window of {window} latents"
+                "hop of {hop} latents must be more than the {} held-back latents and at \
+                 most half the window of {window} latents",
+                GUARD_LATENTS + CROSSFADE_LATENTS
             )));
         }
         Ok(Self {
@@ -167,14 +178,18 @@ impl ContinuationConfig {
     pub fn window_samples(&self) -> u64 {
         self.window * self.period
     }
-    /// The held-back crossfade `X`, in samples.
+    /// The crossfade `X·P`, in samples.
     pub fn crossfade_samples(&self) -> u64 {
         CROSSFADE_LATENTS * self.period
     }
+    /// What each window holds back, `(G + X)·P` samples: guard and crossfade.
+    pub fn held_back_samples(&self) -> u64 {
+        (GUARD_LATENTS + CROSSFADE_LATENTS) * self.period
+    }
     /// Samples between a sample's time and the end of the window that emits it:
-    /// `H·P + X` (the element adds one frame and the processing time).
+    /// `H·P + (G + X)·P` (the element adds one frame and the processing time).
     pub fn latency_samples(&self) -> u64 {
-        self.hop_samples() + self.crossfade_samples()
+        self.hop_samples() + self.held_back_samples()
     }
 
     /// First output sample of window `k`: `s_k·P`.
@@ -226,7 +241,8 @@ impl ContinuationConfig {
 #[derive(Debug)]
 pub struct ContinuationAssembler {
     cfg: ContinuationConfig,
-    /// The previous window's decode of `[emitted, emitted + tail.len())`.
+    /// The previous window's decode of `[emitted, emitted + tail.len())`: crossfade, then
+    /// guard.
     tail: Vec<f32>,
     emitted: u64,
     next_index: u64,
@@ -301,12 +317,13 @@ impl ContinuationAssembler {
             self.origin = span.origin;
         }
         let x = self.cfg.crossfade_samples() as usize;
+        let held = self.cfg.held_back_samples() as usize;
         let from = (self.emitted - span.start) as usize;
         let to = if span.last {
             len
         } else {
-            len.checked_sub(x)
-                .filter(|&t| t >= from + self.tail.len())
+            len.checked_sub(held)
+                .filter(|&t| t >= from + x)
                 .ok_or_else(|| {
                     Error::input(format!(
                         "window {} ({len} samples) is too short for its crossfade",
@@ -316,7 +333,9 @@ impl ContinuationAssembler {
         };
         let tail = audio.split_off(to);
         let mut out = audio.split_off(from);
-        let prev = std::mem::take(&mut self.tail);
+        let mut prev = std::mem::take(&mut self.tail);
+        // the previous window's guard is dropped: this window decodes those samples inside
+        prev.truncate(x);
         if !prev.is_empty() {
             let rho = correlation(&prev, &out[..prev.len()]);
             self.last_correlation = Some(rho);
@@ -335,8 +354,9 @@ impl ContinuationAssembler {
         Ok(chunk)
     }
 
-    /// End of the stream after exactly `total` samples: emits what is held back (when the
-    /// last window was planned before the end was known) and resets for a new stream.
+    /// End of the stream after exactly `total` samples: emits what is held back, guard
+    /// included (when the last window was planned before the end was known), and resets
+    /// for a new stream.
     pub fn finish(&mut self, total: u64) -> Result<Chunk> {
         let left = self.tail.len() as u64;
         let chunk = Chunk {
@@ -418,7 +438,8 @@ mod tests {
         );
         assert_eq!(c.hop_samples(), 15_872); // 992 ms
         assert_eq!(c.crossfade_samples(), 1024); // 64 ms
-        assert_eq!(c.latency_samples(), 15_872 + 1024);
+        assert_eq!(c.held_back_samples(), 3072); // 192 ms
+        assert_eq!(c.latency_samples(), 15_872 + 3072);
         let c = ContinuationConfig::from_millis(44_100, 1024, 8000, 2000).unwrap();
         // 345 latents as the official 8 s sequence; 2000 ms → 86 latents = 1.997 s
         assert_eq!(
@@ -426,20 +447,21 @@ mod tests {
             (345, 86, 28)
         );
         assert_eq!(c.crossfade_samples(), 2048);
+        assert_eq!(c.held_back_samples(), 6144); // 139 ms
         // rounding to the nearest latent: 1000 ms at 44.1 kHz = 43.07 → 43
         let c = ContinuationConfig::from_millis(44_100, 1024, 8000, 1000).unwrap();
         assert_eq!(c.hop_latents(), 43);
         // the range is named in the error
-        for hop in [0, 99, 4001, 30_000] {
+        for hop in [0, 99, 249, 4001, 30_000] {
             let e = ContinuationConfig::from_millis(16_000, 512, 8000, hop)
                 .unwrap_err()
                 .to_string();
             assert!(
-                e.contains(&format!("hop {hop} ms")) && e.contains("100 ms to 4000 ms"),
+                e.contains(&format!("hop {hop} ms")) && e.contains("250 ms to 4000 ms"),
                 "{e}"
             );
         }
-        assert!(ContinuationConfig::from_millis(16_000, 512, 8000, 100).is_ok());
+        assert!(ContinuationConfig::from_millis(16_000, 512, 8000, 250).is_ok());
         assert!(ContinuationConfig::from_millis(16_000, 512, 8000, 4000).is_ok());
         let e = ContinuationConfig::from_millis(16_000, 512, 500, 200)
             .unwrap_err()
@@ -527,7 +549,7 @@ mod tests {
                                 assert!(
                                     cont.first_latent + cont.known as u64 <= first + keep as u64
                                 );
-                                assert!(cont.known as u64 >= CROSSFADE_LATENTS);
+                                assert!(cont.known as u64 >= GUARD_LATENTS + CROSSFADE_LATENTS);
                             }
                         }
                         prev_keep = Some((cont.first_latent, cont.keep));
@@ -574,7 +596,7 @@ mod tests {
     fn exact_length_and_seamless_output_over_many_combinations() {
         let mut cases = 0;
         for &(rate, period) in &[(16_000u32, 512u32), (44_100, 1024)] {
-            for &(window_ms, hop_ms) in &[(8000u64, 1000u64), (8000, 4000), (2000, 100), (640, 320)]
+            for &(window_ms, hop_ms) in &[(8000u64, 1000u64), (8000, 4000), (2000, 250), (640, 320)]
             {
                 let c = ContinuationConfig::from_millis(rate, period, window_ms, hop_ms).unwrap();
                 for &(num, den) in &[(25u64, 1u64), (30000, 1001), (60, 1)] {
@@ -590,8 +612,8 @@ mod tests {
     }
 
     /// Every output sample comes from the window that owns it, exactly, except over the
-    /// held-back crossfade, where it is the constant-gain fade (the two sides correlate
-    /// fully) from the previous window to the next.
+    /// crossfade, where it is the constant-gain fade (the two sides correlate fully) from
+    /// the previous window to the next; no window's guard is ever emitted (but the last).
     #[test]
     fn output_is_each_windows_decode_away_from_the_crossfade() {
         struct Id;
@@ -604,8 +626,12 @@ mod tests {
             }
         }
         let c = ContinuationConfig::from_millis(16_000, 512, 2000, 500).unwrap();
-        let (h, x) = (c.hop_samples(), c.crossfade_samples());
-        assert_eq!((h, x), (8192, 1024));
+        let (h, x, hb) = (
+            c.hop_samples(),
+            c.crossfade_samples(),
+            c.held_back_samples(),
+        );
+        assert_eq!((h, x, hb), (8192, 1024, 3072));
         let out = render(
             c,
             &GenerationParams::default(),
@@ -618,11 +644,12 @@ mod tests {
         let last = (80_000u64 - 1) / h; // the window whose new part holds the last sample
         for (s, &v) in out.iter().enumerate() {
             let s = s as u64;
-            // window k emits [k·H − X, (k+1)·H − X) (k = 0 from 0, the last to the end)
-            let k = ((s + x) / h).min(last);
+            // window k emits [k·H − (G+X)·P, (k+1)·H − (G+X)·P) (k = 0 from 0, the last to
+            // the end), crossfaded over its first X·P
+            let k = ((s + hb) / h).min(last);
             let own = (k + 1) as f32 / 64.0;
-            let fade_start = k * h - x.min(k * h);
-            if k > 0 && s < k * h {
+            let fade_start = k * h - hb.min(k * h);
+            if k > 0 && s < fade_start + x {
                 let (o, i) =
                     crossfade_weights_correlated((s - fade_start) as usize, x as usize, 1.0);
                 let want = k as f32 / 64.0 * o + own * i;
@@ -694,7 +721,7 @@ mod tests {
         let e = a.push(&span(0, 0, 8192, false), vec![0.0; 100]);
         assert!(e.unwrap_err().to_string().contains("returned 100 samples"));
         let c0 = a.push(&span(0, 0, 8192, false), vec![0.25; 8192]).unwrap();
-        assert_eq!(c0.samples.len(), 8192 - 1024);
+        assert_eq!(c0.samples.len(), 8192 - 3072);
         // a window that does not reach back over the held-back samples
         let e = a.push(&span(1, 8192, 8192, false), vec![0.0; 8192]);
         assert!(e.unwrap_err().to_string().contains("out of order"));

@@ -141,7 +141,8 @@ struct CheckWeightsArgs {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// What to measure: net, vae, vocoder, clip, text, sync, preprocess, e2e (the whole
-    /// generator, one window, per stage), stream (window engine, real-time factor).
+    /// generator, one window, per stage), stream (window engine, real-time factor),
+    /// decoder-edge[-wave] (how far a window's end disturbs the decode before it).
     target: String,
     /// Model variant (small_16k, small_44k, medium_44k, large_44k, large_44k_v2).
     #[arg(long, default_value = "small_16k")]
@@ -195,7 +196,7 @@ struct BenchArgs {
     window: f64,
     /// stream: hop in seconds. windows mode: between window starts (the engine needs
     /// hop >= window/2; a shorter hop runs at window/2 and the report gives the RTF for
-    /// both). continuation mode: new audio per window (0.1 s to window/2, rounded to whole
+    /// both). continuation mode: new audio per window (0.25 s to window/2, rounded to whole
     /// latents).
     #[arg(long, default_value_t = 2.0)]
     hop: f64,

@@ -272,8 +272,9 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .blurb(
                 "continuation mode: new audio per window in milliseconds, rounded to whole \
                  latents of the model (32 ms at 16 kHz, 23.2 ms at 44.1 kHz: 1000 gives \
-                 992 at 16 kHz); allowed from 100 to half the window-duration. Counts \
-                 towards latency",
+                 992 at 16 kHz); allowed from 250 to half the window-duration. Counts \
+                 towards latency (with 192 ms at 16 kHz, 139 ms at 44.1 kHz held back \
+                 for the crossfade)",
             )
             .maximum(30_000)
             .default_value(d.hop_ms)
