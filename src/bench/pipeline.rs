@@ -683,4 +683,33 @@ mod tests {
         assert!(r.extra.contains_key("note"));
         assert_eq!(r.extra["stream_audio_s"], 2.0);
     }
+
+    #[test]
+    fn stream_tiny_continuation_reports_latency_cache_and_rtf() {
+        let mut o = tiny_opts(Variant::Small16k);
+        o.pipeline.mode = StreamMode::Continuation;
+        o.pipeline.window_s = 1.28;
+        o.pipeline.hop_s = 0.32; // 10 latents = 8 frames
+        o.pipeline.windows = 6;
+        let r = &run_stream(&o).unwrap()[0];
+        assert_eq!(r.extra["mode"], "continuation");
+        assert_eq!(r.extra["hop_s"], 0.32);
+        assert_eq!(r.extra["held_back_s"], 0.192);
+        assert_eq!(r.times_s.len(), 6);
+        // 6 hops of 0.32 s; full 1.28 s windows from the 4th on
+        assert_eq!(r.extra["stream_audio_s"], 1.92);
+        assert_eq!(r.extra["steady_windows"], 3);
+        assert!(r.extra["rtf_median"].as_f64().unwrap() > 0.0);
+        // 8 fps picks recur across windows (per-frame cache); whole 25 fps segments only
+        // where the official reader's accumulated slot times pick alike in both windows
+        let clip = r.extra["clip_hit_rate"].as_f64().unwrap();
+        assert!(clip > 0.2, "{clip}");
+        eprintln!("cache {:?}", r.extra["cache"]);
+        let lat = r.extra["latency_engine_s"].as_f64().unwrap();
+        assert!((lat - (0.32 + 0.192 + 0.04)).abs() < 1e-9, "{lat}");
+        // without the caches every window computes all its features
+        o.pipeline.feature_cache = false;
+        let r = &run_stream(&o).unwrap()[0];
+        assert_eq!(r.extra["cache"]["sync_hits"], 0);
+    }
 }
