@@ -598,9 +598,9 @@ impl<'a> FeatureJob<'a> {
         let m = self.model;
         let encode = |idx: &[usize]| -> Result<Tensor> {
             let x = preprocess::clip_frames(self.frames, idx, &m.device)?;
-            Ok(m.clip
+            m.clip
                 .vision
-                .encode_video(&x.to_dtype(m.dtype)?.unsqueeze(0)?)?)
+                .encode_video(&x.to_dtype(m.dtype)?.unsqueeze(0)?)
         };
         if self.cache.is_none() {
             self.stats.clip_misses += distinct(self.clip_idx).len() as u64;
@@ -872,7 +872,6 @@ mod tests {
                 keep: 40,
             }),
             retain_from: Some(8),
-            ..Default::default()
         };
         (r0, r1)
     }

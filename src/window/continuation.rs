@@ -42,12 +42,14 @@
 //! ```
 //!
 //! `G` = [`GUARD_LATENTS`] = 4 and `X` = [`CROSSFADE_LATENTS`] = 2 latent periods: 192 ms
-//! held back at 16 kHz, 139 ms at 44.1 kHz. Why 4 + 2: decoding 60 latents and the same
-//! latents shifted by 20 with the real-size 16 kHz VAE decoder (random weights: the
-//! structure, not the trained values), the mel of the shared latents differs by 0.33–0.46
-//! in the last 3 latents before a window's end and 0.11–0.12 at 4–5 latents, against
-//! 0.02–0.06 everywhere else (the VAE's middle attention sees the whole window, so two
-//! windows never decode identically; BENCHMARKS.md, "Decoder edge"). The guard drops the
+//! held back at 16 kHz, 139 ms at 44.1 kHz. Why 4 + 2: `mmaudio bench decoder-edge`
+//! decodes 60 random latents and the same latents shifted by 20 with the real-size VAE
+//! decoders (random weights: the structure, not the trained values) and compares the mel
+//! of the 40 shared latents. At 16 kHz they differ by 0.31–0.90 in the last 3 latents
+//! before a window's end, 0.09–0.11 at 4–5 latents and 0.03–0.06 everywhere else; at
+//! 44.1 kHz by 0.13–0.35 in the last 4, 0.04–0.05 at 5–6 and 0.02–0.04 elsewhere (the
+//! VAE's middle attention sees the whole window, so two windows never decode exactly
+//! alike; BENCHMARKS.md, "Decoder edge"). The guard drops the
 //! worst 4; the crossfade over the next 2 moves from a decode that is close to its interior
 //! quality to one that is. The fade is correlation-aware ([`super::crossfade`]): both sides
 //! are the same sound, so it keeps their level instead of adding a constant-power bump,

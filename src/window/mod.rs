@@ -161,6 +161,8 @@ pub struct WindowSpan {
 }
 
 /// What the planner asks for.
+// A handful per second; boxing the request would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Planned {
     /// Generate this window, then pass the audio to [`Assembler::push`] with the span.

@@ -629,6 +629,54 @@ mod tests {
         }
     }
 
+    /// Two windows carrying the same loud tone (0.9 of full scale, correlated as a steady
+    /// sound can make two generations): the constant-power crossfade alone reaches
+    /// 0.9·√2 = 1.27 (+2.1 dBFS) in the middle of each overlap; the output stays within
+    /// full scale, and is the tone itself outside the overlaps.
+    #[test]
+    fn loud_correlated_windows_stay_within_full_scale() {
+        struct Loud;
+        impl AudioGenerator for Loud {
+            fn sample_rate(&self) -> u32 {
+                16000
+            }
+            fn generate(&mut self, req: &WindowRequest, _c: &Cancel) -> Result<Vec<f32>> {
+                Ok((0..req.num_samples(16000))
+                    .map(|i| tone(req.start + i as f64 / 16000.0))
+                    .collect())
+            }
+        }
+        fn tone(t: f64) -> f32 {
+            (0.9 * (2.0 * std::f64::consts::PI * 110.0 * t).sin()) as f32
+        }
+        let cfg = WindowConfig::new(16000, 2.0, 0.5).unwrap();
+        let out = render(
+            cfg,
+            &GenerationParams::default(),
+            cfr(0, 125, 25, 1, true),
+            &mut Loud,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 80_000);
+        let peak = out.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(peak <= 1.0, "{peak}");
+        let (h, o) = (24_000u64, 8_000u64);
+        let mut loudest_fade = 0f32;
+        for (s, &v) in out.iter().enumerate() {
+            let s = s as u64;
+            let k = (s / h).min(2);
+            let want = tone(s as f64 / 16000.0);
+            if k > 0 && s < k * h + o {
+                let (a, b) = crossfade_weights((s - k * h) as usize, o as usize);
+                loudest_fade = loudest_fade.max((want * (a + b)).abs());
+            } else {
+                assert!((v - want).abs() < 1e-6, "sample {s}: {v} vs {want}");
+            }
+        }
+        assert!(loudest_fade > 1.25, "{loudest_fade}");
+    }
+
     #[test]
     fn variable_frame_rate_and_missing_durations() {
         // Irregular intervals, no buffer durations: the last frame lasts as long as the

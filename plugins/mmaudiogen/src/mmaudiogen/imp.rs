@@ -211,6 +211,8 @@ struct ModelInfo {
 }
 
 /// What the streaming thread hands to the worker, in stream order.
+// At most `max-in-flight` windows are queued: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// A serialized event, forwarded after the audio queued before it.
     Event(gst::Event),

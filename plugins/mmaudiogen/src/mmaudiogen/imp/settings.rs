@@ -90,6 +90,8 @@ impl Settings {
 
     /// The window geometry of the current `mode` at `rate` with `period` samples per
     /// latent (errors name the offending property and its allowed range).
+    // `mmaudio::Error` is large (it carries paths and shapes); it is the engine's type.
+    #[allow(clippy::result_large_err)]
     pub(super) fn engine(&self, rate: u32, period: u32) -> Result<EngineConfig, mmaudio::Error> {
         Ok(match self.mode {
             GenerationMode::Windows => {

@@ -4,6 +4,8 @@
 use super::*;
 
 impl MMAudioGen {
+    // `mmaudio::Error` is large (it carries paths and shapes): the frame preparer's type.
+    #[allow(clippy::result_large_err)]
     pub(super) fn sink_chain(
         &self,
         pad: &gst::Pad,
