@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::features::clip::{Clip, ClipConfig, ClipText, ClipVision};
 use crate::features::preprocess::prepare_frame_planes;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
-use crate::generator::AudioGenerator;
+use crate::generator::{AudioGenerator, CacheStats};
 use crate::model::{MmAudio, MmAudioStream, WindowTimings};
 use crate::net::MmAudioNet;
 use crate::request::{Cancel, GenerationParams, VideoFrame, WindowRequest};
@@ -550,7 +550,15 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         let ts: Vec<f64> = steady.iter().map(|w| get(&w.timings)).collect();
         stages.insert(name.to_string(), serde_json::json!(median(&ts)));
     }
-    let cache = generator.cache_stats().unwrap_or_default();
+    // the lookups of every window (with the caches off, all of them are misses)
+    let cache = windows.iter().fold(CacheStats::default(), |mut c, w| {
+        let t = &w.timings.cache;
+        c.clip_hits += t.clip_hits;
+        c.clip_misses += t.clip_misses;
+        c.sync_hits += t.sync_hits;
+        c.sync_misses += t.sync_misses;
+        c
+    });
     let frame_s = 1.0 / p.fps;
     let latency_model_s = hop_s + held_back_s + frame_s + med;
     let achieved: Vec<f64> = windows
@@ -704,12 +712,14 @@ mod tests {
         // where the official reader's accumulated slot times pick alike in both windows
         let clip = r.extra["clip_hit_rate"].as_f64().unwrap();
         assert!(clip > 0.2, "{clip}");
-        eprintln!("cache {:?}", r.extra["cache"]);
+        let c = &r.extra["cache"];
+        let lookups = c["clip_hits"].as_u64().unwrap() + c["clip_misses"].as_u64().unwrap();
         let lat = r.extra["latency_engine_s"].as_f64().unwrap();
         assert!((lat - (0.32 + 0.192 + 0.04)).abs() < 1e-9, "{lat}");
         // without the caches every window computes all its features
         o.pipeline.feature_cache = false;
         let r = &run_stream(&o).unwrap()[0];
-        assert_eq!(r.extra["cache"]["sync_hits"], 0);
+        assert_eq!(r.extra["cache"]["clip_hits"], 0);
+        assert_eq!(r.extra["cache"]["clip_misses"].as_u64().unwrap(), lookups);
     }
 }
