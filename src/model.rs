@@ -86,7 +86,8 @@ fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) ->
         None => Ok(None),
         Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
             Error::config(format!(
-                "manifest config of the {what} ({}): {e}",
+                "{} config of the {what} ({}) is invalid: {e}, in {v}",
+                crate::model_dir::MANIFEST,
                 r.path.display()
             ))
         }),

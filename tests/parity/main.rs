@@ -53,3 +53,66 @@ fn parity() {
 fn parity_e2e() {
     run(&e2e_dir());
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The runner itself: an unknown kind and a golden tensor the port does not produce are
+/// failures (not skips, not silently ignored), and a pristine copy of the same case passes.
+#[test]
+fn unknown_kinds_and_uncompared_goldens_fail() {
+    let src = e2e_dir();
+    let dir = std::env::temp_dir().join(format!("mmaudio-parity-runner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&src.join("weights_16k"), &dir.join("weights_16k"));
+    copy_dir(&src.join("weights_features"), &dir.join("weights_features"));
+    copy_dir(&src.join("e2e_16k_t2a"), &dir.join("a_pristine"));
+    copy_dir(&src.join("e2e_16k_t2a"), &dir.join("b_extra_golden"));
+    // an extra golden tensor that nothing in the port produces
+    let out = dir.join("b_extra_golden/outputs.safetensors");
+    let mut golden = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    golden.insert(
+        "joint_blocks.0.clip.q_rope".into(),
+        candle_core::Tensor::zeros((1, 2), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap(),
+    );
+    candle_core::safetensors::save(&golden, &out).unwrap();
+    // a kind no runner knows
+    std::fs::create_dir_all(dir.join("c_unknown")).unwrap();
+    std::fs::write(
+        dir.join("c_unknown/case.json"),
+        r#"{"kind": "brand_new_kind"}"#,
+    )
+    .unwrap();
+
+    let mut lines = vec![];
+    let sum = run_dir(&dir, &Options::default(), |l| lines.push(l.to_string())).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = |name: &str| {
+        sum.cases
+            .iter()
+            .find(|c| c.case == name)
+            .map(|c| (c.status.clone(), c.detail.clone()))
+            .unwrap_or_else(|| panic!("no result for {name}: {lines:?}"))
+    };
+    assert_eq!(status("a_pristine").0, "ok", "{lines:?}");
+    let (st, detail) = status("b_extra_golden");
+    assert_eq!(st, "FAIL", "{lines:?}");
+    assert!(
+        detail.contains("not compared") && detail.contains("joint_blocks.0.clip.q_rope"),
+        "{detail}"
+    );
+    let (st, detail) = status("c_unknown");
+    assert_eq!(st, "FAIL", "{lines:?}");
+    assert!(detail.contains("unknown fixture kind"), "{detail}");
+    assert_eq!((sum.failed, sum.skipped), (2, 0));
+}
