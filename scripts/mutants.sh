@@ -58,6 +58,11 @@ git -C "$REPO" worktree add --detach "$SCRATCH/tree" HEAD >/dev/null 2>&1 \
   || { echo "mutants: cannot create a worktree of HEAD in $SCRATCH" >&2; exit 2; }
 TREE=$SCRATCH/tree
 echo "mutants: scratch copy of $(git -C "$REPO" rev-parse --short HEAD) in $TREE, target $TARGET"
+if [[ ! -d "$TARGET/release" && -d "$REPO/target/release" ]]; then
+  # the compiled dependencies do not depend on the source path: reuse them
+  echo "mutants: seeding $TARGET from $REPO/target/release"
+  mkdir -p "$TARGET" && cp -r "$REPO/target/release" "$TARGET/release"
+fi
 
 run_tests() { # $1 = ";"-separated cargo test argument lists; prints failing tests, 0 = all passed
   local IFS=';' cmd failed=0 log
