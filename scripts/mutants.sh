@@ -65,8 +65,9 @@ if [[ ! -d "$TARGET/release" && -d "$REPO/target/release" ]]; then
 fi
 
 run_tests() { # $1 = ";"-separated cargo test argument lists; prints failing tests, 0 = all passed
-  local IFS=';' cmd failed=0 log
-  for cmd in $1; do
+  local cmd failed=0 log list
+  IFS=';' read -ra list <<<"$1"
+  for cmd in "${list[@]}"; do
     log=$SCRATCH/test.log
     # shellcheck disable=SC2086
     (cd "$TREE" && CARGO_TARGET_DIR=$TARGET $NICE cargo test --release $cmd -- --test-threads 2) \
