@@ -116,3 +116,22 @@ fn unknown_kinds_and_uncompared_goldens_fail() {
     assert!(detail.contains("unknown fixture kind"), "{detail}");
     assert_eq!((sum.failed, sum.skipped), (2, 0));
 }
+
+/// `mmaudio parity` on a missing folder fails and says where fixtures come from.
+#[test]
+fn cli_without_fixtures_says_how_to_get_them() {
+    let missing = std::env::temp_dir().join(format!("mmaudio-no-fixtures-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mmaudio"))
+        .arg("parity")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&missing.display().to_string())
+            && err.contains("tools/parity/make_fixtures.py")
+            && err.contains("MMAUDIO_PARITY_DIR"),
+        "{err}"
+    );
+}
