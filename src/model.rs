@@ -47,11 +47,11 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::features::clip::{Clip, ClipConfig};
-use crate::features::frames::plan_frames;
+use crate::features::frames::{pick_rate, plan_frames};
 use crate::features::preprocess;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
 use crate::features::tokenizer::ClipTokenizer;
-use crate::generator::{AudioGenerator, CacheStats, LoadOptions};
+use crate::generator::{AudioGenerator, CacheStats, LoadOptions, ModelInfo};
 use crate::model_dir::{Component, ModelDir, ResolvedFile};
 use crate::net::MmAudioNet;
 use crate::request::{Cancel, VideoFrame, WindowRequest};
@@ -78,6 +78,10 @@ pub struct MmAudio {
     pub decoder: AudioDecoder,
     pub clip: Clip,
     pub synchformer: Synchformer,
+    /// What the device is called in messages (`cpu`, `cuda:0`).
+    pub device_name: String,
+    /// A note on the weights (the manifest's, e.g. for a tiny random test model).
+    pub note: Option<String>,
     text_cache: Mutex<VecDeque<(String, Tensor)>>,
     /// Timings of the last window, seconds (features, sampling, decoding).
     pub last_timings: Mutex<Option<WindowTimings>>,
@@ -113,7 +117,8 @@ fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) ->
         None => Ok(None),
         Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
             Error::config(format!(
-                "manifest config of the {what} ({}): {e}",
+                "{} config of the {what} ({}) is invalid: {e}, in {v}",
+                crate::model_dir::MANIFEST,
                 r.path.display()
             ))
         }),
@@ -235,6 +240,12 @@ impl MmAudio {
             decoder,
             clip,
             synchformer,
+            device_name: match device {
+                Device::Cpu => "cpu".into(),
+                Device::Cuda(_) => "cuda".into(),
+                Device::Metal(_) => "metal".into(),
+            },
+            note: None,
             text_cache: Mutex::new(VecDeque::new()),
             last_timings: Mutex::new(None),
         };
@@ -290,9 +301,23 @@ impl MmAudio {
 
     /// Frame indices for the 8 fps and 25 fps streams of a window of `duration`, holding the
     /// last frame when the frames end before the window does.
+    ///
+    /// Each rate is picked as the official `read_frames` does, but without `load_video`'s
+    /// shortening of the duration to the slots filled: a window's frames stop short of its
+    /// end (the frame at the end belongs to the next window), where the official reader,
+    /// given the whole video, still sees it. Shortening would cut the 8 fps picks to
+    /// `int(8 · 25-fps-length)` and hold an earlier frame in the last CLIP slot (caught by the
+    /// `mmaudio_e2e` parity cases).
     pub fn pick_frames(frames: &[VideoFrame], duration: f64) -> Result<(Vec<usize>, Vec<usize>)> {
         let times: Vec<f64> = frames.iter().map(|f| f.pts).collect();
-        let plan = plan_frames(&times, duration)?;
+        let plan = plan_frames(&times, duration)?; // validates the duration and the frames
+        let clip = pick_rate(&times, CLIP_FPS, duration);
+        let sync = pick_rate(&times, SYNC_FPS, duration);
+        debug_assert!(
+            plan.clip
+                .indices
+                .starts_with(&clip.indices[..plan.clip.len()])
+        );
         let n_clip = (duration * CLIP_FPS) as usize;
         let n_sync = (duration * SYNC_FPS) as usize;
         let pad = |mut v: Vec<usize>, n: usize| -> Vec<usize> {
@@ -301,10 +326,7 @@ impl MmAudio {
             v.resize(n, last);
             v
         };
-        Ok((
-            pad(plan.clip.indices, n_clip),
-            pad(plan.sync.indices, n_sync),
-        ))
+        Ok((pad(clip.indices, n_clip), pad(sync.indices, n_sync)))
     }
 
     /// Generate one independent window (no feature cache, no continuation state).
@@ -315,14 +337,29 @@ impl MmAudio {
         cancel: &Cancel,
         observer: Option<&mut dyn FnMut(&StepRecord)>,
     ) -> Result<Vec<f32>> {
-        self.generate_window_in(req, cancel, observer, None)
+        self.generate_window_in(req, None, cancel, observer, None)
+    }
+
+    /// [`generate_window`](Self::generate_window) from the given initial noise `x0`
+    /// `(1, N, latent_dim)` instead of the seeded draw (`None`): the end-to-end parity cases
+    /// inject the official code's torch noise, which our generator does not reproduce.
+    pub fn generate_window_from_noise(
+        &self,
+        req: &WindowRequest,
+        x0: Option<&Tensor>,
+        cancel: &Cancel,
+        observer: Option<&mut dyn FnMut(&StepRecord)>,
+    ) -> Result<Vec<f32>> {
+        self.generate_window_in(req, x0, cancel, observer, None)
     }
 
     /// Generate one window of a stream whose carried state is `stream` (continuation
-    /// latents and feature caches; `None` = an independent window).
+    /// latents and feature caches; `None` = an independent window), from the initial noise
+    /// `x0` if given (else the seeded draw).
     pub fn generate_window_in(
         &self,
         req: &WindowRequest,
+        x0: Option<&Tensor>,
         cancel: &Cancel,
         observer: Option<&mut dyn FnMut(&StepRecord)>,
         mut stream: Option<&mut StreamState>,
@@ -446,8 +483,17 @@ impl MmAudio {
             text: Some(text),
             negative_text: Some(negative),
         };
-        let x0 =
-            Rng::new(p.seed).randn(&[1, lens.latent, self.net.cfg.latent_dim], &self.device)?;
+        let shape = [1, lens.latent, self.net.cfg.latent_dim];
+        let x0 = match x0 {
+            Some(x) if x.dims() == shape => x.to_dtype(DType::F32)?.to_device(&self.device)?,
+            Some(x) => {
+                return Err(Error::input(format!(
+                    "initial noise has shape {:?}, the window needs {shape:?}",
+                    x.dims()
+                )));
+            }
+            None => Rng::new(p.seed).randn(&shape, &self.device)?,
+        };
         let sampler = EulerSampler::new(p.num_steps, p.cfg_strength);
         let x1 = generate_normalized_latents(
             &self.net,
@@ -490,6 +536,21 @@ impl MmAudio {
             }
         }
         Ok(samples)
+    }
+
+    /// What was loaded, for the messages that report it.
+    pub fn describe(&self) -> ModelInfo {
+        let mut name = format!("MMAudio {}", self.variant);
+        if let Some(note) = &self.note {
+            name += &format!(" ({note})");
+        }
+        ModelInfo {
+            name,
+            variant: Some(self.variant),
+            sample_rate: self.sample_rate(),
+            device: Some(self.device_name.clone()),
+            precision: Some(format!("{:?}", self.dtype).to_lowercase()),
+        }
     }
 
     /// Output samples per latent (2 mel frames): 512 at 16 kHz, 1024 at 44.1 kHz.
@@ -734,7 +795,7 @@ impl MmAudioStream {
         observer: Option<&mut dyn FnMut(&StepRecord)>,
     ) -> Result<Vec<f32>> {
         self.model
-            .generate_window_in(req, cancel, observer, Some(&mut self.state))
+            .generate_window_in(req, None, cancel, observer, Some(&mut self.state))
     }
 }
 
@@ -760,6 +821,9 @@ impl AudioGenerator for MmAudioStream {
     fn cache_stats(&self) -> Option<CacheStats> {
         Some(self.state.cache.stats)
     }
+    fn describe(&self) -> ModelInfo {
+        self.model.describe()
+    }
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>> {
         self.generate_with(req, cancel, None)
     }
@@ -782,12 +846,23 @@ pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
     )?))))
 }
 
-/// Load the generator described by element/CLI options.
+/// Load the generator described by element/CLI options: the variant as
+/// [`ModelDir::choose_variant`] decides, on the device and in the precision they ask for
+/// (`auto` resolved; the result's `device_name` and `dtype` say what was chosen).
 pub fn load(opts: &LoadOptions, progress: &mut dyn FnMut(&str)) -> Result<MmAudio> {
     let dir = ModelDir::open(&opts.model_dir)?;
+    let variant = dir.choose_variant(opts.variant)?;
     let device = crate::device::select_device(&opts.device)?;
     let dtype = crate::device::select_dtype(&opts.precision, &device)?;
-    MmAudio::load(&dir, opts.variant, &device, dtype, progress)
+    let mut model = MmAudio::load(&dir, variant, &device, dtype, progress)?;
+    model.device_name = crate::device::device_name(&opts.device, &device);
+    model.note = dir.manifest.as_ref().and_then(|m| {
+        m.description
+            .as_deref()
+            .filter(|d| d.contains("test model"))
+            .map(|_| "tiny random test model: noise".to_string())
+    });
+    Ok(model)
 }
 
 #[cfg(test)]
@@ -1047,6 +1122,30 @@ mod tests {
         };
         let e = load_generator(&opts).err().unwrap().to_string();
         assert!(e.contains("/nonexistent/mmaudio-models"), "{e}");
+        // the test model's manifest names small_16k: that is what loads and is reported,
+        // and a contradicting request is refused
+        let dir = std::env::temp_dir().join(format!("mmaudio-model-load-{}", std::process::id()));
+        crate::test_model::write_test_model(&dir, Mode::Khz16, 3).unwrap();
+        let opts = LoadOptions {
+            model_dir: dir.clone(),
+            device: "auto".into(),
+            ..Default::default()
+        };
+        let info = load_generator(&opts).unwrap().describe();
+        assert_eq!(info.variant, Some(Variant::Small16k));
+        assert_eq!(
+            info.to_string(),
+            "MMAudio small_16k (tiny random test model: noise), 16000 Hz, on cpu in f32"
+        );
+        let e = load_generator(&LoadOptions {
+            variant: Some(Variant::Large44kV2),
+            ..opts
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("not the requested large_44k_v2"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
         let e = load_generator(&LoadOptions::default())
             .err()
             .unwrap()

@@ -17,6 +17,7 @@ use crate::audio_decoder::AudioDecoder;
 use crate::config::Variant;
 use crate::error::{Error, Result};
 use crate::features::clip::{Clip, ClipConfig, ClipText, ClipVision};
+use crate::features::pixels::RawFrame;
 use crate::features::preprocess::prepare_frame_planes;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
 use crate::generator::{AudioGenerator, CacheStats};
@@ -431,7 +432,8 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         if prepare {
             let preparer: Preparer = Arc::new(move |f: &TimedFrame, planes: FramePlanes| {
                 let t = Instant::now();
-                let r = prepare_frame_planes(f.width, f.height, &f.data, planes.clip, planes.sync);
+                let raw = RawFrame::rgb(f.width, f.height, &f.data);
+                let r = prepare_frame_planes(&raw, planes.clip, planes.sync);
                 *prep_time2.lock().unwrap() += t.elapsed().as_secs_f64();
                 r
             });
@@ -456,6 +458,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
                 height: h,
                 data: src.data.clone(),
                 prepared: None,
+                source: None,
             };
             let items = planner.push_frame(tf);
             max_held = max_held.max(planner.buffered_frames());

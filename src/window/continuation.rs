@@ -393,6 +393,7 @@ mod tests {
             height: 2,
             data: Arc::new(pts.to_le_bytes().to_vec()),
             prepared: None,
+            source: None,
         }
     }
 

@@ -139,6 +139,30 @@ pub struct TimedFrame {
     pub data: Arc<Vec<u8>>,
     /// The frame already resized for the models (see [`VideoFrame::prepared`]).
     pub prepared: Option<Arc<crate::request::PreparedFrame>>,
+    /// The frame as its producer holds it until the planner's [`Preparer`] has resized it
+    /// (e.g. a copy of a YUV frame's planes); only the preparer reads it, and it is dropped
+    /// once the frame is prepared.
+    pub source: Option<FrameSource>,
+}
+
+/// An opaque frame payload for the [`Preparer`] (see [`TimedFrame::source`]).
+#[derive(Clone)]
+pub struct FrameSource(Arc<dyn std::any::Any + Send + Sync>);
+
+impl FrameSource {
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Self {
+        Self(Arc::new(value))
+    }
+    /// The payload, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for FrameSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameSource")
+    }
 }
 
 /// Where a planned window lies on the output sample axis.

@@ -120,6 +120,8 @@ pub struct WindowPlanner {
     preparer: Option<Preparer>,
     /// Official slot times at 8 and 25 fps (see [`slot_table`]).
     slots: [Vec<f64>; 2],
+    /// The first error of the preparer since it was last taken.
+    prepare_error: Option<crate::Error>,
 }
 
 impl std::fmt::Debug for WindowPlanner {
@@ -155,6 +157,7 @@ impl WindowPlanner {
             picking: false,
             preparer: None,
             slots: [Vec::new(), Vec::new()],
+            prepare_error: None,
         }
     }
 
@@ -371,17 +374,30 @@ impl WindowPlanner {
         self.frames.push_back(held);
     }
 
-    fn prepare(&self, held: &mut Held, planes: FramePlanes) {
+    fn prepare(&mut self, held: &mut Held, planes: FramePlanes) {
         let Some(prep) = &self.preparer else {
             return;
         };
         if held.frame.prepared.is_some() || !planes.any() {
             return;
         }
-        if let Ok(p) = prep(&held.frame, planes) {
-            held.frame.prepared = Some(Arc::new(p));
-            held.frame.data = Arc::new(Vec::new());
+        match prep(&held.frame, planes) {
+            Ok(p) => {
+                held.frame.prepared = Some(Arc::new(p));
+                held.frame.data = Arc::new(Vec::new());
+                held.frame.source = None;
+            }
+            // the frame stays as it is; the producer hears of it (take_prepare_error)
+            Err(err) => {
+                self.prepare_error.get_or_insert(err);
+            }
         }
+    }
+
+    /// The first error of the [`Preparer`] since the last call (a frame it could not
+    /// resize is kept as it came).
+    pub fn take_prepare_error(&mut self) -> Option<crate::Error> {
+        self.prepare_error.take()
     }
 
     /// Whether a frame at `pts`, followed by one at `next`, is the frame shown at the start
@@ -543,6 +559,7 @@ mod tests {
             height: 2,
             data: Arc::new(pts.to_le_bytes().to_vec()),
             prepared: None,
+            source: None,
         }
     }
 

@@ -293,6 +293,7 @@ mod tests {
             // The pts in the payload lets tests identify frames.
             data: Arc::new(pts.to_le_bytes().to_vec()),
             prepared: None,
+            source: None,
         }
     }
 

@@ -49,8 +49,9 @@ enum Cmd {
     /// the original video stream (not re-encoded) with the new soundtrack.
     #[cfg(feature = "gst")]
     Generate(generate::GenerateArgs),
-    /// Run one window through the generator and draw its video frames above the log-mel
-    /// spectrogram of the generated audio (PNG), e.g. docs/spectrogram.png.
+    /// Draw a soundtrack as a PNG: the video's frames above the log-mel spectrogram of the
+    /// audio, with time (s), frequency (Hz) and level (dB) scales and a title, e.g.
+    /// docs/spectrogram.png (made from the output of `mmaudio generate`).
     #[cfg(feature = "gst")]
     Spectrogram(spectrogram::SpectrogramArgs),
 }
@@ -235,11 +236,7 @@ fn main() -> Result<()> {
 
 fn cmd_parity(a: ParityArgs) -> Result<()> {
     let dir = a.dir.unwrap_or_else(mmaudio::parity::default_dir);
-    anyhow::ensure!(
-        dir.is_dir(),
-        "parity fixture folder {} not found",
-        dir.display()
-    );
+    anyhow::ensure!(dir.is_dir(), mmaudio::parity::missing_fixtures_help(&dir));
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
     let opts = mmaudio::parity::Options {

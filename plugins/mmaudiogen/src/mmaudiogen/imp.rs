@@ -1,8 +1,10 @@
 //! # mmaudiogen
 //!
-//! Generates a synchronized soundtrack (Foley) for a video stream with MMAudio: raw RGB
-//! video in, mono 32-bit float audio out at the model's rate (16 000 Hz for `small-16k`,
-//! 44 100 Hz for the other variants).
+//! Generates a synchronized soundtrack (Foley) for a video stream with MMAudio: raw video
+//! in as decoders produce it (I420, YV12, NV12, NV21, Y42B, Y444, GRAY8, the packed
+//! RGB/BGR family with or without alpha or padding, and the 10-bit I420_10LE, I422_10LE,
+//! Y444_10LE and P010_10LE), mono 32-bit float audio out at the
+//! model's rate (16 000 Hz for `small-16k`, 44 100 Hz for the other variants).
 //!
 //! The video is cut into generation windows in one of two `mode`s:
 //!
@@ -34,24 +36,33 @@
 //!
 //! ## Threads and bounds
 //!
-//! The streaming thread copies each frame (packed RGB, stride removed), plans windows and
-//! queues them; at most `max-in-flight` windows are queued or being generated, beyond
+//! The streaming thread reads each frame in its own format, plans windows and queues them; at most `max-in-flight` windows are queued or being generated, beyond
 //! that the streaming thread blocks (backpressure), so memory is bounded for any length:
 //! one window of frames plus `max-in-flight` windows of requests. With the MMAudio
 //! generator only the frames that its 8 fps (CLIP) and 25 fps (Synchformer) sampling of
-//! a present or future window can pick are kept, and each is resized once, as the next
-//! frame arrives, on the streaming thread, to the model sizes it is picked for (384×384
-//! for CLIP, 224×224 for Synchformer; ≈ 11 ms for a 1080p frame): a window holds at most
-//! 33 frames per second of ≤ 0.6 MB each whatever the input size and frame rate, and this
-//! work overlaps the generation of the previous window on the worker thread. (Generators
-//! that do not ask for prepared frames get every packed RGB frame as it arrived.)
+//! a present or future window can pick are kept, and each is resized once, when the next
+//! frame has arrived (until then its raw planes are kept), on the streaming thread, to the
+//! model sizes it is picked for (384×384 for CLIP, 224×224 for Synchformer; ≈ 11 ms for a
+//! 1080p frame): a window holds at most 33 frames per second of ≤ 0.6 MB each whatever the
+//! input size and frame rate, and this work overlaps the generation of the previous window
+//! on the worker thread. YUV and the other formats are converted to RGB row by row inside
+//! that resize, with the matrix and range of the caps' colorimetry
+//! (`mmaudio::features::pixels`): no full-size RGB copy is made. An interlaced frame
+//! (interlace-mode `interleaved`, or `mixed` with the INTERLACED buffer flag) is read as its
+//! first field in time (caps `field-order` or the TFF flag), stretched to the frame's
+//! height. (Generators that do not ask for prepared frames get every frame as packed
+//! RGB24.)
 //!
 //! A frame that starts more than 10 s after the end of the previous one (a timestamp
 //! jump) ends the stream: its last window is generated, and a new stream starts at the
 //! new frame, preceded by a GAP over the hole and flagged DISCONT; nothing is generated
 //! for the hole.
 //!
-//! Flow errors of the source pad are returned upstream from the next `chain`. FLUSH_START
+//! Flow errors of the source pad are returned upstream from the next `chain`; a fatal one
+//! (not-negotiated, not-linked, error) is first posted as an ERROR of this element saying
+//! why (e.g. `Downstream refused audio/x-raw rate=16000 (mono F32): add audioconvert !
+//! audioresample after mmaudiogen`), since the video may already have ended and no `chain`
+//! would carry it. FLUSH_START
 //! cancels the generator between sampler steps and returns at once; FLUSH_STOP resets
 //! everything and the next output buffer is flagged DISCONT. A new SEGMENT that differs
 //! from the current one (other than in position) drains the current stream first; EOS
@@ -61,7 +72,10 @@
 //! go to the generator as they are.
 //!
 //! The model is loaded on a separate thread started at READY→PAUSED (PROGRESS messages
-//! `start`/`complete`/`error`, code `load`); the first buffer waits for it. A failure
+//! `start`/`complete`/`error`, code `load`); the first buffer waits for it. `model-dir`
+//! unset means `$MMAUDIO_MODEL_DIR`, else `./models`; `variant=auto` (the default) loads
+//! what the folder holds, and a variant contradicting the folder's `mmaudio.json` is
+//! refused. A failure
 //! posts an ERROR naming the file and the reason, and the streaming thread returns a flow
 //! error. A loaded model is kept across PAUSED→READY→PAUSED when `model-dir`, `variant`,
 //! `device` and `precision` are unchanged, and released at READY→NULL.
@@ -110,13 +124,24 @@
 //! | `processing-time` | GstClockTime | wall time the generator took for the window |
 //! | `last` | bool | the stream's last window (planned at EOS or a drain) |
 //!
-//! The model load is reported with PROGRESS messages (see above).
+//! When the model is loaded the element posts the PROGRESS `complete` message and an INFO
+//! message with one sentence (`Loaded MMAudio small_16k, 16000 Hz, on cpu in f32 from
+//! models in 9.8 s`) and an ELEMENT message `mmaudiogen-model`:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `name` | string | e.g. `MMAudio small_16k` |
+//! | `variant` | string | official spelling (`small_16k`), empty for custom generators |
+//! | `rate` | u32 | output sample rate |
+//! | `device` | string | device in use (`cpu`, `cuda:0`): what `device=auto` chose |
+//! | `precision` | string | `f32`, `f16` or `bf16`: what `precision=auto` chose |
+//! | `load-time` | GstClockTime | wall time of the load |
 //!
 //! ## Example
 //!
 //! ```text
-//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! \
-//!     mmaudiogen model-dir=/models/mmaudio variant=small-16k prompt="footsteps on gravel" ! \
+//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! \
+//!     mmaudiogen model-dir=/models/mmaudio prompt="footsteps on gravel" ! \
 //!     audioconvert ! wavenc ! filesink location=foley.wav
 //! ```
 //!
@@ -156,7 +181,7 @@ mod worker;
 
 use settings::{DEFAULT_MAX_IN_FLIGHT, Settings};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "mmaudiogen",
         gst::DebugColorFlags::empty(),
@@ -192,7 +217,7 @@ enum Model {
     Ready {
         key: ModelKey,
         generator: SharedGenerator,
-        info: ModelInfo,
+        traits: GeneratorInfo,
     },
     /// Loading failed (the ERROR is posted); retried at the next READY→PAUSED.
     Failed,
@@ -200,7 +225,7 @@ enum Model {
 
 /// What the element needs to know about a loaded generator (asked once, at load).
 #[derive(Debug, Clone, Copy)]
-struct ModelInfo {
+struct GeneratorInfo {
     rate: u32,
     /// The generator wants frames prepared on arrival (`prepare_frame_planes`).
     prepared: bool,
@@ -429,7 +454,7 @@ impl ElementImpl for MMAudioGen {
                 "Generates a synchronized soundtrack for a video stream with MMAudio \
                  (video + text to audio), in crossfaded windows or near-live \
                  continuation windows",
-                "gst-mmaudio developers",
+                "gst-mmaudio developers <gst-mmaudio@users.noreply.github.com>",
             )
         });
         Some(&*METADATA)
@@ -438,7 +463,7 @@ impl ElementImpl for MMAudioGen {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let sink_caps = gst_video::VideoCapsBuilder::new()
-                .format(gst_video::VideoFormat::Rgb)
+                .format_list(sink::SINK_FORMATS)
                 .build();
             let src_caps = gst_audio::AudioCapsBuilder::new_interleaved()
                 .format(gst_audio::AUDIO_FORMAT_F32)
@@ -477,7 +502,7 @@ impl ElementImpl for MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Settings,
-                    ["Invalid window settings: {err}"]
+                    ("Invalid window settings: {err}")
                 );
                 return Err(gst::StateChangeError);
             }

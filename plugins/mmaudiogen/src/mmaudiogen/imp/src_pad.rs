@@ -53,9 +53,14 @@ impl MMAudioGen {
             .unwrap_or(gst::ClockTime::ZERO);
         // Before the model is loaded, the variant says the rate and MMAudio's latent period.
         let (rate, period) = match &lock(&self.shared).model {
-            Model::Ready { info, .. } => (info.rate, info.period),
+            Model::Ready { traits, .. } => (traits.rate, traits.period),
             _ => {
-                let rate = mmaudio::Variant::from(settings.variant)
+                // `auto` before the folder is read: the default variant's rate (44.1 kHz);
+                // the latency is posted again once the model is known.
+                let rate = settings
+                    .variant
+                    .requested()
+                    .unwrap_or(mmaudio::Variant::Large44kV2)
                     .mode()
                     .sampling_rate();
                 (rate, mmaudio::generator::default_latent_period(rate))
