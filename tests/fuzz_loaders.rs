@@ -328,7 +328,7 @@ fn read_weight_file(path: &Path, key: Option<&str>) -> Result<usize, String> {
 fn load_model(dir: &Path) -> Result<u32, String> {
     let opts = LoadOptions {
         model_dir: dir.to_owned(),
-        variant: Variant::Small16k,
+        variant: Some(Variant::Small16k),
         device: "cpu".into(),
         precision: "f32".into(),
     };

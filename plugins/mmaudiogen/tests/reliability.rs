@@ -714,3 +714,132 @@ fn live_overload_skips_late_windows_and_recovers() {
     );
     assert_eq!(arrivals.last().unwrap().2, 0.5);
 }
+
+/// Like [`Slow`], but it holds latents as MMAudio's continuation does: a window that asks
+/// for known latents the generator does not hold (the window before it was skipped or
+/// cancelled) is an error, as it is for the real model. Records the `known` of each window.
+struct SlowCarrying {
+    delays: Arc<dyn Fn(u64) -> Duration + Send + Sync>,
+    /// Stream latents `[start, end)` held from the last generated window.
+    held: Option<(u64, u64)>,
+    known: Arc<Mutex<Vec<(u64, usize)>>>,
+}
+
+impl AudioGenerator for SlowCarrying {
+    fn sample_rate(&self) -> u32 {
+        16000
+    }
+
+    fn reset(&mut self) {
+        self.held = None;
+    }
+
+    fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> mmaudio::Result<Vec<f32>> {
+        let c = req.continuation.expect("continuation mode");
+        self.known.lock().unwrap().push((req.index, c.known));
+        if c.known > 0 {
+            let need = (c.first_latent, c.first_latent + c.known as u64);
+            match self.held {
+                Some((a, b)) if a <= need.0 && need.1 <= b => {}
+                held => {
+                    return Err(mmaudio::Error::input(format!(
+                        "window {} needs latents {need:?}, holds {held:?}",
+                        req.index
+                    )));
+                }
+            }
+        }
+        let until = Instant::now() + (self.delays)(req.index);
+        while Instant::now() < until {
+            cancel.check()?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.held = Some((c.first_latent, c.first_latent + c.keep as u64));
+        Ok(vec![0.5; req.num_samples(16000)])
+    }
+}
+
+/// Live QoS in continuation mode: a skipped (or cancelled) window leaves no latents for the
+/// next one to hold, so the window after it starts afresh (nothing known) instead of failing
+/// the stream, and the chain resumes from there. Hop 512 ms in 1 s windows, a budget of
+/// 600 ms; windows 3..=6 take 3 s.
+#[test]
+fn live_overload_in_continuation_mode_skips_and_resumes_the_chain() {
+    init();
+    let known: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+    let k = known.clone();
+    let element = gst::ElementFactory::make("mmaudiogen").build().unwrap();
+    element
+        .downcast_ref::<gstmmaudio::MMAudioGen>()
+        .unwrap()
+        .set_generator_factory(move |_: &LoadOptions| {
+            Ok(Box::new(SlowCarrying {
+                delays: Arc::new(|k| {
+                    Duration::from_millis(if (3..=6).contains(&k) { 3000 } else { 20 })
+                }),
+                held: None,
+                known: k.clone(),
+            }) as Box<dyn AudioGenerator>)
+        });
+    element.set_property_from_str("mode", "continuation");
+    element.set_property("window-duration", 1000u32);
+    element.set_property("hop", 500u32);
+    element.set_property("processing-latency", 600u32);
+    let mut r = start(element);
+    r.h.use_systemclock();
+    let clock = gst::SystemClock::obtain();
+    let base = clock.time();
+    r.element.set_base_time(base);
+    r.h.set_upstream_latency(gst::ClockTime::ZERO);
+    // the first frame waits for the model: its rate sets the latent grid of the latency
+    r.h.push(frame(0, gst::ClockTime::ZERO)).unwrap();
+    let latency = r.h.query_latency().unwrap();
+    // hop 16 latents (512 ms) + held back 6 (192 ms) + frame 40 ms + budget 600 ms
+    assert_eq!(latency, (512 + 192 + 40 + 600) * MS);
+    assert!(r.h.push_upstream_event(gst::event::Latency::new(latency)));
+
+    for i in 1..200u64 {
+        let pts = i * 40 * MS;
+        let now = clock.time() - base;
+        if pts > now {
+            std::thread::sleep(Duration::from_nanos((pts - now).nseconds()));
+        }
+        r.h.push(frame(0, pts)).unwrap();
+    }
+    r.h.push_event(gst::event::Eos::new());
+    let mut total = 0;
+    let mut last = 0.0;
+    while let Some(b) = r.h.pull_until_eos().unwrap() {
+        total += b.size() / 4;
+        let map = b.map_readable().unwrap();
+        last = f32::from_ne_bytes(map[map.len() - 4..].try_into().unwrap());
+    }
+    let msgs: Vec<gst::Message> = std::iter::from_fn(|| r.bus.pop()).collect();
+    let errors: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.type_() == gst::MessageType::Error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(total, 128_000);
+    let windows = window_messages(&msgs);
+    let skipped: Vec<u64> = windows
+        .iter()
+        .filter(|w| w.get::<bool>("skipped").unwrap())
+        .map(|w| w.get::<u64>("index").unwrap())
+        .collect();
+    assert!(!skipped.is_empty(), "{windows:#?}");
+    let known = known.lock().unwrap().clone();
+    // every window generated right after a skipped one held nothing; the others held
+    // their prefix (after the first)
+    for &(index, held) in &known {
+        if index > 0 && skipped.contains(&(index - 1)) {
+            assert_eq!(held, 0, "window {index}: {known:?}");
+        }
+    }
+    let tail = &windows[windows.len() - 3..];
+    assert!(tail.iter().all(|w| !w.get::<bool>("skipped").unwrap()));
+    let last_index = known.last().unwrap().0;
+    assert!(known.last().unwrap().1 > 0, "the chain resumed: {known:?}");
+    assert!(last_index > skipped.iter().max().unwrap() + 1);
+    assert_eq!(last, 0.5);
+}

@@ -83,10 +83,13 @@ fn soak_short() {
     let rss = rss.lock().unwrap();
     // Warm-up: the first minute of video (8 windows of 7 s); then the highest sample of the
     // second minute against the highest of the rest.
+    // The stream's last window (at EOS, shorter) is left out: its tensors have new sizes,
+    // which the allocator serves once from fresh pages (a one-off of tens of MB with the
+    // tiny model, at the end of the stream; 6 minutes with it left out grew 0.9 MB).
     let n = rss.len();
-    assert!(n >= 16, "{n} windows");
+    assert!(n >= 17, "{n} windows");
     let warm = rss[8..16].iter().max().unwrap();
-    let rest = rss[16..].iter().max().unwrap_or(warm);
+    let rest = rss[16..n - 1].iter().max().unwrap_or(warm);
     let growth_mb = (*rest as f64 - *warm as f64) / 1024.0;
     println!(
         "soak: {minutes} min of video, {n} windows; RSS first {:.1} MB, after warm-up {:.1} MB, \

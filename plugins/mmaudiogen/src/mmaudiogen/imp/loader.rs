@@ -184,16 +184,21 @@ impl MMAudioGen {
             Ok(generator) => {
                 let info = generator.describe();
                 let dir = key.options.model_dir.display().to_string();
-                let rate = generator.sample_rate();
-                let prepared = generator.wants_prepared_frames();
+                let traits = GeneratorInfo {
+                    rate: generator.sample_rate(),
+                    prepared: generator.wants_prepared_frames(),
+                    picks: generator.picks_frames(),
+                    period: generator.latent_period(),
+                };
                 shared.model = Model::Ready {
                     key,
                     generator: Arc::new(Mutex::new(generator)),
-                    rate,
-                    prepared,
+                    traits,
                 };
                 self.cond.notify_all();
                 drop(shared);
+                // The rate and latent period are known now (an `auto` variant guessed them).
+                self.post_latency_if_changed();
                 let text = format!("Loaded {info} from {dir} in {:.1} s", elapsed.as_secs_f64());
                 gst::info!(CAT, imp = self, "{text}");
                 let obj = self.obj();
@@ -234,7 +239,7 @@ impl MMAudioGen {
                     [
                         "model-dir={}, variant={}, device={}, precision={}",
                         options.model_dir.display(),
-                        variant_name(&options),
+                        variant_name(options),
                         options.device,
                         options.precision
                     ]

@@ -3,6 +3,7 @@
 
 use super::*;
 use mmaudio::features::pixels::{Colorimetry, Field, Matrix, PixelFormat, Plane, Range, RawFrame};
+use mmaudio::window::FrameSource;
 
 /// The raw video formats of the sink pad (what decoders output, and the RGB family).
 pub(super) const SINK_FORMATS: [gst_video::VideoFormat; 21] = {
@@ -128,7 +129,54 @@ fn raw_frame<'a>(
     })
 }
 
+/// A frame's raw planes, copied out of its buffer until the planner has decided which
+/// model sizes it needs (the buffer itself is not held).
+struct OwnedRaw {
+    format: PixelFormat,
+    width: usize,
+    height: usize,
+    planes: Vec<(Vec<u8>, usize)>,
+    colorimetry: Colorimetry,
+    field: Option<Field>,
+}
+
+impl OwnedRaw {
+    fn copy(raw: &RawFrame) -> Self {
+        Self {
+            format: raw.format,
+            width: raw.width,
+            height: raw.height,
+            planes: raw.planes[..raw.format.n_planes()]
+                .iter()
+                .map(|p| (p.data.to_vec(), p.stride))
+                .collect(),
+            colorimetry: raw.colorimetry,
+            field: raw.field,
+        }
+    }
+
+    fn view(&self) -> RawFrame<'_> {
+        let mut planes = [Plane::default(); 3];
+        for (plane, (data, stride)) in planes.iter_mut().zip(&self.planes) {
+            *plane = Plane {
+                data,
+                stride: *stride,
+            };
+        }
+        RawFrame {
+            format: self.format,
+            width: self.width,
+            height: self.height,
+            planes,
+            colorimetry: self.colorimetry,
+            field: self.field,
+        }
+    }
+}
+
 impl MMAudioGen {
+    // `mmaudio::Error` is large (it carries paths and shapes): the frame preparer's type.
+    #[allow(clippy::result_large_err)]
     pub(super) fn sink_chain(
         &self,
         pad: &gst::Pad,
@@ -136,7 +184,7 @@ impl MMAudioGen {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         gst::log!(CAT, obj = pad, "Handling buffer {buffer:?}");
         self.current_flow()?;
-        let (_, rate, prepare) = self.wait_for_model()?;
+        let (_, model) = self.wait_for_model()?;
         let settings = lock(&self.settings).clone();
 
         let mut state = lock(&self.state);
@@ -167,15 +215,10 @@ impl MMAudioGen {
             return self.current_flow();
         }
         let stream_starts = !std::mem::replace(&mut state.stream_open, true);
-        let frame = self.copy_frame(&buffer, &info, pts, duration, prepare)?;
+        let frame = self.copy_frame(&buffer, &info, pts, duration, model.prepared)?;
 
         if state.planner.is_none() {
-            let cfg = WindowConfig::from_millis(
-                rate,
-                settings.window_ms as u64,
-                settings.overlap_ms as u64,
-            )
-            .map_err(|err| {
+            let cfg = settings.engine(model.rate, model.period).map_err(|err| {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Settings,
@@ -183,14 +226,48 @@ impl MMAudioGen {
                 );
                 gst::FlowError::Error
             })?;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Windows of {} samples every {} samples at {rate} Hz",
-                cfg.window_samples(),
-                cfg.hop_samples()
-            );
-            state.planner = Some(WindowPlanner::new(cfg));
+            match &cfg {
+                EngineConfig::Windows(c) => gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Windows of {} samples every {} samples at {} Hz",
+                    c.window_samples(),
+                    c.hop_samples(),
+                    model.rate
+                ),
+                EngineConfig::Continuation(c) => gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Continuation windows of {} latents, hop {} latents ({} samples), \
+                     crossfade {} samples at {} Hz",
+                    c.window_latents(),
+                    c.hop_latents(),
+                    c.hop_samples(),
+                    c.crossfade_samples(),
+                    model.rate
+                ),
+            }
+            let mut planner = WindowPlanner::new(cfg);
+            // Only the frames MMAudio's 8/25 fps sampling can pick are kept, each resized
+            // once to the model sizes it is picked for (as it is settled, on this thread,
+            // overlapping the worker's generation) instead of being kept whole.
+            planner.set_frame_picking(model.picks);
+            if model.prepared {
+                let preparer: Preparer = Arc::new(|f: &TimedFrame, planes: FramePlanes| {
+                    let raw = f
+                        .source
+                        .as_ref()
+                        .and_then(|s| s.get::<OwnedRaw>())
+                        .ok_or_else(|| mmaudio::Error::input("no raw frame to prepare"))?;
+                    mmaudio::features::preprocess::prepare_frame_planes(
+                        &raw.view(),
+                        planes.clip,
+                        planes.sync,
+                    )
+                });
+                planner.set_preparer(Some(preparer));
+            }
+            state.planner = Some(planner);
             state.window_cfg = Some(cfg);
         }
         let cfg = state.window_cfg.expect("set with the planner");
@@ -201,6 +278,19 @@ impl MMAudioGen {
         planner.set_text_only(settings.text_only);
         let dropped = planner.dropped_frames();
         let planned = planner.push_frame(frame);
+        if let Some(err) = planner.take_prepare_error() {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Cannot read a {}x{} {} frame: {err}",
+                    info.width(),
+                    info.height(),
+                    info.format().to_str()
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
         if planner.dropped_frames() > dropped {
             gst::warning!(
                 CAT,
@@ -217,9 +307,9 @@ impl MMAudioGen {
         self.current_flow()
     }
 
-    /// Read a frame in whatever raw format it came: with the MMAudio generator it is
-    /// converted and resized for the models right away (no full-size copy); other
-    /// generators get it as packed RGB24.
+    /// Read a frame in whatever raw format it came: with the MMAudio generator its raw
+    /// planes are kept for the planner's preparer (no conversion yet); other generators get
+    /// it as packed RGB24.
     pub(super) fn copy_frame(
         &self,
         buffer: &gst::Buffer,
@@ -245,14 +335,16 @@ impl MMAudioGen {
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
             .map_err(|_| fail("mapping failed".into()))?;
         let raw = raw_frame(&frame).map_err(fail)?;
+        raw.validate().map_err(|err| fail(err.to_string()))?;
         let (width, height) = (raw.width, raw.height);
-        // The MMAudio generator only needs the frame at its two model sizes: convert and
-        // resize it now (once per frame, on the streaming thread, overlapping the worker's
-        // generation of the previous window) and keep ~0.6 MB instead of the full frame.
-        let (data, prepared) = if prepare {
-            let p = mmaudio::features::preprocess::prepare_frame(&raw)
-                .map_err(|err| fail(err.to_string()))?;
-            (Vec::new(), Some(Arc::new(p)))
+        // The MMAudio generator only needs a frame at the model sizes its 8/25 fps
+        // sampling picks it for, which the planner knows once the next frame has arrived:
+        // until then the frame's raw planes are kept (a plain copy), then the planner
+        // converts and resizes it once (on this thread, overlapping the worker's
+        // generation) and drops the copy, or drops the frame. Other generators get every
+        // frame as packed RGB24.
+        let (data, source) = if prepare {
+            (Vec::new(), Some(FrameSource::new(OwnedRaw::copy(&raw))))
         } else {
             (raw.to_rgb24().map_err(|err| fail(err.to_string()))?, None)
         };
@@ -262,7 +354,8 @@ impl MMAudioGen {
             width,
             height,
             data: Arc::new(data),
-            prepared,
+            prepared: None,
+            source,
         })
     }
 
@@ -472,7 +565,7 @@ impl MMAudioGen {
     pub(super) fn enqueue_planned(
         &self,
         planned: Vec<Planned>,
-        cfg: WindowConfig,
+        cfg: EngineConfig,
     ) -> Result<(), gst::FlowError> {
         for item in planned {
             let job = match item {
@@ -528,9 +621,11 @@ impl MMAudioGen {
         }
     }
 
-    /// Wait until the model is loaded (interrupted by flushing).
-    /// The loaded generator, its sample rate and whether it wants frames prepared on arrival.
-    pub(super) fn wait_for_model(&self) -> Result<(SharedGenerator, u32, bool), gst::FlowError> {
+    /// Wait until the model is loaded (interrupted by flushing): the loaded generator and
+    /// what the element needs to know about it.
+    pub(super) fn wait_for_model(
+        &self,
+    ) -> Result<(SharedGenerator, GeneratorInfo), gst::FlowError> {
         let mut shared = lock(&self.shared);
         loop {
             if shared.flushing {
@@ -538,11 +633,8 @@ impl MMAudioGen {
             }
             match &shared.model {
                 Model::Ready {
-                    generator,
-                    rate,
-                    prepared,
-                    ..
-                } => return Ok((generator.clone(), *rate, *prepared)),
+                    generator, traits, ..
+                } => return Ok((generator.clone(), *traits)),
                 // The loader posted the ERROR.
                 Model::Failed => return Err(gst::FlowError::Error),
                 Model::None => {
@@ -601,6 +693,7 @@ impl MMAudioGen {
             }
             output.discont = true;
             // `late_warned` stays: the WARNING said further late windows are only logged
+            output.hole_from = None;
         }
         let mut shared = lock(&self.shared);
         shared.jobs.clear();

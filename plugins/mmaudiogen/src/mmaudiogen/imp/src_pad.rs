@@ -81,8 +81,28 @@ impl MMAudioGen {
         let frame = lock(&self.state)
             .frame_duration
             .unwrap_or(gst::ClockTime::ZERO);
-        let min = settings.window() + frame + settings.processing_latency();
-        let max = min + settings.hop() * settings.max_in_flight as u64;
+        // Before the model is loaded, the variant says the rate and MMAudio's latent period.
+        let (rate, period) = match &lock(&self.shared).model {
+            Model::Ready { traits, .. } => (traits.rate, traits.period),
+            _ => {
+                // `auto` before the folder is read: the default variant's rate (44.1 kHz);
+                // the latency is posted again once the model is known.
+                let rate = settings
+                    .variant
+                    .requested()
+                    .unwrap_or(mmaudio::Variant::Large44kV2)
+                    .mode()
+                    .sampling_rate();
+                (rate, mmaudio::generator::default_latent_period(rate))
+            }
+        };
+        let ns = |samples: u64| gst::ClockTime::from_nseconds(samples_to_ns(samples, rate));
+        let (wait, hop) = match settings.engine(rate, period) {
+            Ok(EngineConfig::Continuation(c)) => (ns(c.latency_samples()), ns(c.hop_samples())),
+            Ok(EngineConfig::Windows(_)) | Err(_) => (settings.window(), settings.hop()),
+        };
+        let min = wait + frame + settings.processing_latency();
+        let max = min + hop * settings.max_in_flight as u64;
         (min, max)
     }
 

@@ -103,6 +103,8 @@ impl MMAudioGen {
     pub(super) fn process(&self, job: Job) -> Result<gst::FlowSuccess, gst::FlowError> {
         match job {
             Job::Event(event) => {
+                // An event between two streams: they are not one stream with a hole.
+                lock(&self.output).hole_from = None;
                 if let gst::EventView::Segment(s) = event.view()
                     && let Ok(segment) = s.segment().clone().downcast::<gst::ClockTime>()
                 {
@@ -112,6 +114,8 @@ impl MMAudioGen {
                 Ok(gst::FlowSuccess::Ok)
             }
             Job::Preroll(pts) => {
+                // After a timestamp jump the hole's GAP comes before the new stream's.
+                self.cover_hole(pts.nseconds())?;
                 self.emit(Out::Preroll(pts))?;
                 Ok(gst::FlowSuccess::Ok)
             }
@@ -128,7 +132,13 @@ impl MMAudioGen {
                     }
                 };
                 match res {
-                    Ok(Some(chunk)) => self.emit(Out::Chunk(chunk, ChunkKind::End))?,
+                    Ok(Some(chunk)) => {
+                        // Where this stream's audio ends: a next stream after a timestamp
+                        // jump starts with a GAP from there (`cover_hole`).
+                        let (_, info) = self.wait_for_model()?;
+                        lock(&self.output).hole_from = Some(chunk.time_range(info.rate).1);
+                        self.emit(Out::Chunk(chunk, ChunkKind::End))?
+                    }
                     Ok(None) => {}
                     Err(err) => {
                         gst::element_imp_error!(
@@ -149,7 +159,8 @@ impl MMAudioGen {
         if let Some(rate) = lock(&self.output).rate {
             return Ok(rate);
         }
-        let (_, rate, _) = self.wait_for_model()?;
+        let (_, traits) = self.wait_for_model()?;
+        let rate = traits.rate;
         let caps = audio_caps(rate);
         gst::debug!(CAT, imp = self, "Output caps {caps}");
         if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
@@ -228,9 +239,31 @@ impl MMAudioGen {
         &self,
         request: WindowRequest,
         span: WindowSpan,
-        cfg: WindowConfig,
+        cfg: EngineConfig,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (generator, rate, _) = self.wait_for_model()?;
+        let (generator, info) = self.wait_for_model()?;
+        let rate = info.rate;
+        let mut request = request;
+        if span.index == 0 {
+            // A new stream: nothing carried from the previous one (latents, caches).
+            lock(&generator).reset();
+            lock(&self.output).continuity_lost = false;
+        }
+        // Continuation: a window skipped by QoS left no latents for the next one to hold,
+        // so the window after it starts afresh (nothing known) and is crossfaded against
+        // the skipped window's silence; the chain resumes from its latents.
+        if let Some(c) = request.continuation.as_mut()
+            && c.known > 0
+            && lock(&self.output).continuity_lost
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Window {}: the window before it was skipped, nothing known",
+                request.index
+            );
+            c.known = 0;
+        }
         // Live QoS: a window whose audio can no longer be on time is not generated.
         let gate = self.qos_gate(&span, rate);
         let generated = match &gate {
@@ -238,6 +271,7 @@ impl MMAudioGen {
             _ => self.run_generator(&generator, &request, gate.as_ref())?,
         };
         let skipped = generated.is_none();
+        lock(&self.output).continuity_lost = skipped;
         let (audio, elapsed) = match generated {
             Some((audio, elapsed)) => {
                 self.check_budget(request.index, elapsed);
@@ -264,6 +298,9 @@ impl MMAudioGen {
         };
         match res {
             Ok(chunk) => {
+                if span.index == 0 {
+                    self.cover_hole(span.origin)?;
+                }
                 self.emit(Out::Chunk(chunk, ChunkKind::Window))?;
                 Ok(gst::FlowSuccess::Ok)
             }
@@ -301,7 +338,23 @@ impl MMAudioGen {
         let deadline = gate.and_then(|gate| self.arm_deadline(gate));
         let started = Instant::now();
         let res = panic::catch_unwind(AssertUnwindSafe(|| {
-            lock(generator).generate(request, &self.cancel)
+            let mut generator = lock(generator);
+            let audio = generator.generate(request, &self.cancel);
+            if let Some(c) = generator.cache_stats() {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Feature caches: CLIP {} hits / {} misses ({:.0} %), Synchformer {} / {} \
+                     ({:.0} %)",
+                    c.clip_hits,
+                    c.clip_misses,
+                    100.0 * c.clip_hit_rate().unwrap_or(0.0),
+                    c.sync_hits,
+                    c.sync_misses,
+                    100.0 * c.sync_hit_rate().unwrap_or(0.0)
+                );
+            }
+            audio
         }));
         let elapsed = started.elapsed();
         let missed = deadline.is_some_and(|d| self.disarm_deadline(d));
@@ -348,6 +401,29 @@ impl MMAudioGen {
         Ok(Some((audio, elapsed)))
     }
 
+    /// A stream that starts after a timestamp jump (the previous one ended with no event
+    /// in between): a GAP covers the hole, so downstream knows nothing is missing.
+    fn cover_hole(&self, origin: u64) -> Result<(), gst::FlowError> {
+        let Some(from) = lock(&self.output).hole_from.take() else {
+            return Ok(());
+        };
+        if origin <= from {
+            return Ok(());
+        }
+        let (start, duration) = (
+            gst::ClockTime::from_nseconds(from),
+            gst::ClockTime::from_nseconds(origin - from),
+        );
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Timestamp jump: GAP at {start} for {duration} before the new stream"
+        );
+        self.emit(Out::Event(
+            gst::event::Gap::builder(start).duration(duration).build(),
+        ))
+    }
+
     /// The `mmaudiogen-window` element message (see the module documentation).
     pub(super) fn post_window_message(
         &self,
@@ -370,6 +446,15 @@ impl MMAudioGen {
             )
             .field("samples", span.len)
             .field("frames", request.frames.len() as u32)
+            .field(
+                "held",
+                gst::ClockTime::from_nseconds(samples_to_ns(
+                    request.continuation.map_or(0, |c| {
+                        c.known as u64 * (span.generated / c.latents.max(1) as u64)
+                    }),
+                    rate,
+                )),
+            )
             .field(
                 "processing-time",
                 gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64),
