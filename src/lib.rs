@@ -17,12 +17,15 @@
 //!    [`audio_decoder`], with [`weights`] and [`model_dir`] to load them;
 //! 3. the generator interface [`generator`] and the MMAudio composition [`model`] that
 //!    implements it;
-//! 4. the window engine [`window`], which drives any [`generator::AudioGenerator`].
+//! 4. one model per process and one sampler worker per device that batches the windows of
+//!    many streams: [`shared`], [`batch`];
+//! 5. the window engine [`window`], which drives any [`generator::AudioGenerator`].
 //!
 //! Module and variable paths mirror the official checkpoint keys, so the official `.pth`
 //! files (and their safetensors conversions) load without renaming, through [`weights`].
 
 pub mod audio_decoder;
+pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod device;
@@ -40,6 +43,7 @@ pub mod parity;
 pub mod request;
 pub mod rng;
 pub mod sampler;
+pub mod shared;
 pub mod test_model;
 pub mod vae;
 pub mod vocoder;

@@ -41,6 +41,7 @@
 
 use crate::NetConfig;
 use crate::audio_decoder::AudioDecoder;
+use crate::batch::DeviceWorker;
 use crate::config::{
     CLIP_FPS, MIN_DURATION_S, Mode, SYNC_FPS, SYNC_SEGMENT_FRAMES, SYNC_STEP, SequenceConfig,
     Variant,
@@ -56,7 +57,9 @@ use crate::model_dir::{Component, ModelDir, ResolvedFile};
 use crate::net::MmAudioNet;
 use crate::request::{Cancel, VideoFrame, WindowRequest};
 use crate::rng::Rng;
-use crate::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_normalized_latents};
+use crate::sampler::{
+    EulerSampler, FeatureSet, SeqLens, StepRecord, build_conditions, generate_normalized_latents,
+};
 use crate::vae::VaeConfig;
 use crate::vocoder::BigVganConfig;
 use crate::weights::WeightFile;
@@ -110,6 +113,19 @@ pub struct WindowTimings {
     pub total_s: f64,
     /// Feature-cache lookups of this window (all misses without a stream's cache).
     pub cache: CacheStats,
+}
+
+/// A window ready for the sampler ([`MmAudio::prepare_window`]): its features, sequence
+/// lengths, initial noise and known latents, all of batch 1.
+pub struct PreparedWindow {
+    pub features: FeatureSet,
+    pub lens: SeqLens,
+    /// `(1, N, C)` f32.
+    pub x0: Tensor,
+    /// `(1, k, C)` normalised known latents of a continuation window.
+    pub known: Option<Tensor>,
+    pub timings: WindowTimings,
+    started: Instant,
 }
 
 fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) -> Result<Option<T>> {
@@ -377,6 +393,40 @@ impl MmAudio {
         observer: Option<&mut dyn FnMut(&StepRecord)>,
         mut stream: Option<&mut StreamState>,
     ) -> Result<Vec<f32>> {
+        let prepared = self.prepare_window(req, x0, cancel, stream.as_deref_mut())?;
+        let mut t = Instant::now();
+        let sampler = EulerSampler::new(req.params.num_steps, req.params.cfg_strength);
+        let x1 = generate_normalized_latents(
+            &self.net,
+            &sampler,
+            &prepared.features,
+            prepared.lens,
+            &prepared.x0,
+            prepared.known.as_ref(),
+            Some(cancel),
+            observer,
+        )?;
+        let sampling_s = self.lap(&mut t)?;
+        self.finish_window(req, prepared, x1, sampling_s, cancel, stream)
+    }
+
+    /// Seconds since `t` once the device has finished the queued work; restarts `t`.
+    fn lap(&self, t: &mut Instant) -> Result<f64> {
+        self.device.synchronize()?;
+        let s = t.elapsed().as_secs_f64();
+        *t = Instant::now();
+        Ok(s)
+    }
+
+    /// Everything of a window before the sampler: checks, the known latents from the
+    /// stream, visual features (through the stream's caches), text features, initial noise.
+    pub fn prepare_window(
+        &self,
+        req: &WindowRequest,
+        x0: Option<&Tensor>,
+        cancel: &Cancel,
+        stream: Option<&mut StreamState>,
+    ) -> Result<PreparedWindow> {
         let rate = self.sample_rate();
         let want = req.num_samples(rate);
         if !(req.duration.is_finite() && req.duration > 0.0) {
@@ -440,14 +490,6 @@ impl MmAudio {
         let p = &req.params;
         let mut timings = WindowTimings::default();
         let start = Instant::now();
-        let dev = &self.device;
-        // seconds since `t` once the device has finished the queued work; restarts `t`
-        let lap = |t: &mut Instant| -> Result<f64> {
-            dev.synchronize()?;
-            let s = t.elapsed().as_secs_f64();
-            *t = Instant::now();
-            Ok(s)
-        };
         let mut t = Instant::now();
 
         let (clip_f, sync_f, lens) = if req.frames.is_empty() {
@@ -462,21 +504,20 @@ impl MmAudio {
         } else {
             let (ci, si) = Self::pick_frames(&req.frames, duration)?;
             let caches = stream
-                .as_deref_mut()
                 .filter(|s| !s.cache_off)
                 .map(|s| &mut s.cache);
             let mut features = FeatureJob::new(self, req, &ci, &si, caches)?;
-            timings.preprocess_s = lap(&mut t)?;
+            timings.preprocess_s = self.lap(&mut t)?;
             cancel.check()?;
             let clip_f = if p.mask_away_clip {
                 None
             } else {
                 Some(features.clip()?)
             };
-            timings.clip_s = lap(&mut t)?;
+            timings.clip_s = self.lap(&mut t)?;
             cancel.check()?;
             let sync_f = features.sync()?;
-            timings.sync_s = lap(&mut t)?;
+            timings.sync_s = self.lap(&mut t)?;
             timings.features_s = timings.clip_s + timings.sync_s;
             timings.cache = features.stats;
             let lens = SeqLens {
@@ -489,7 +530,7 @@ impl MmAudio {
         cancel.check()?;
         let text = self.text_features(&p.prompt)?;
         let negative = self.text_features(&p.negative_prompt)?;
-        timings.text_s = lap(&mut t)?;
+        timings.text_s = self.lap(&mut t)?;
         let features = FeatureSet {
             clip: clip_f,
             sync: sync_f,
@@ -507,27 +548,40 @@ impl MmAudio {
             }
             None => Rng::new(p.seed).randn(&shape, &self.device)?,
         };
-        let sampler = EulerSampler::new(p.num_steps, p.cfg_strength);
-        let x1 = generate_normalized_latents(
-            &self.net,
-            &sampler,
-            &features,
+        Ok(PreparedWindow {
+            features,
             lens,
-            &x0,
-            known.as_ref(),
-            Some(cancel),
-            observer,
-        )?;
+            x0,
+            known,
+            timings,
+            started: start,
+        })
+    }
+
+    /// Everything of a window after the sampler: the audio decoder, the trim to the
+    /// window's samples, the stream's carried latents and cache eviction.
+    pub fn finish_window(
+        &self,
+        req: &WindowRequest,
+        prepared: PreparedWindow,
+        x1: Tensor,
+        sampling_s: f64,
+        cancel: &Cancel,
+        stream: Option<&mut StreamState>,
+    ) -> Result<Vec<f32>> {
+        let want = req.num_samples(self.sample_rate());
+        let mut timings = prepared.timings;
+        timings.sampling_s = sampling_s;
+        let mut t = Instant::now();
         let latents = self.net.unnormalize(&x1)?;
-        timings.sampling_s = lap(&mut t)?;
         cancel.check()?;
         let mel = self.decoder.decode_mel(&latents.to_dtype(self.dtype)?)?;
-        timings.vae_s = lap(&mut t)?;
+        timings.vae_s = self.lap(&mut t)?;
         let wav = self.decoder.vocode(&mel)?;
         let mut samples: Vec<f32> = wav.get(0)?.to_dtype(DType::F32)?.to_vec1()?;
-        timings.vocoder_s = lap(&mut t)?;
+        timings.vocoder_s = self.lap(&mut t)?;
         timings.decode_s = timings.vae_s + timings.vocoder_s;
-        timings.total_s = start.elapsed().as_secs_f64();
+        timings.total_s = prepared.started.elapsed().as_secs_f64();
         *self.last_timings.lock().unwrap() = Some(timings);
         if samples.len() < want {
             return Err(Error::input(format!(
@@ -778,6 +832,9 @@ fn distinct(idx: &[usize]) -> Vec<usize> {
 pub struct MmAudioStream {
     model: Arc<MmAudio>,
     state: StreamState,
+    /// The device's sampler worker, which batches this stream's windows with other
+    /// streams' ([`crate::batch`]); `None`: sample on the calling thread.
+    worker: Option<Arc<DeviceWorker>>,
 }
 
 impl MmAudioStream {
@@ -785,7 +842,18 @@ impl MmAudioStream {
         Self {
             model,
             state: StreamState::default(),
+            worker: None,
         }
+    }
+    /// A stream whose sampling goes through `worker` (batched with other streams').
+    pub fn with_worker(model: Arc<MmAudio>, worker: Arc<DeviceWorker>) -> Self {
+        Self {
+            worker: Some(worker),
+            ..Self::new(model)
+        }
+    }
+    pub fn worker(&self) -> Option<&Arc<DeviceWorker>> {
+        self.worker.as_ref()
     }
     pub fn model(&self) -> &Arc<MmAudio> {
         &self.model
@@ -807,8 +875,31 @@ impl MmAudioStream {
         cancel: &Cancel,
         observer: Option<&mut dyn FnMut(&StepRecord)>,
     ) -> Result<Vec<f32>> {
-        self.model
-            .generate_window_in(req, None, cancel, observer, Some(&mut self.state))
+        let Some(worker) = self.worker.as_ref().filter(|_| observer.is_none()) else {
+            return self.model.generate_window_in(
+                req,
+                None,
+                cancel,
+                observer,
+                Some(&mut self.state),
+            );
+        };
+        let m = &self.model;
+        let guard = worker.preparing();
+        let prepared = m.prepare_window(req, None, cancel, Some(&mut self.state))?;
+        let (cond, uncond) = build_conditions(&m.net, 1, &prepared.features, prepared.lens)?;
+        let sampler = EulerSampler::new(req.params.num_steps, req.params.cfg_strength);
+        let (x1, sampling_s) = worker.sample(
+            guard,
+            m,
+            prepared.x0.clone(),
+            prepared.known.clone(),
+            cond,
+            uncond,
+            &sampler,
+            cancel,
+        )?;
+        m.finish_window(req, prepared, x1, sampling_s, cancel, Some(&mut self.state))
     }
 }
 
@@ -863,12 +954,43 @@ pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
 /// [`ModelDir::choose_variant`] decides, on the device and in the precision they ask for
 /// (`auto` resolved; the result's `device_name` and `dtype` say what was chosen).
 pub fn load(opts: &LoadOptions, progress: &mut dyn FnMut(&str)) -> Result<MmAudio> {
-    let dir = ModelDir::open(&opts.model_dir)?;
-    let variant = dir.choose_variant(opts.variant)?;
-    let device = crate::device::select_device(&opts.device)?;
-    let dtype = crate::device::select_dtype(&opts.precision, &device)?;
-    let mut model = MmAudio::load(&dir, variant, &device, dtype, progress)?;
-    model.device_name = crate::device::device_name(&opts.device, &device);
+    load_resolved(&Resolved::new(opts)?, progress)
+}
+
+/// What [`load`] would load: the folder, the variant it holds or was asked for, the device
+/// and precision with `auto` decided. Two option sets that resolve alike load the same model
+/// (the process-wide registry, `crate::shared`, keys on this).
+pub struct Resolved {
+    pub dir: ModelDir,
+    pub variant: Variant,
+    pub device: Device,
+    /// `cpu`, `cuda:0`, ...
+    pub device_name: String,
+    pub dtype: DType,
+}
+
+impl Resolved {
+    pub fn new(opts: &LoadOptions) -> Result<Self> {
+        let dir = ModelDir::open(&opts.model_dir)?;
+        let variant = dir.choose_variant(opts.variant)?;
+        let device = crate::device::select_device(&opts.device)?;
+        let dtype = crate::device::select_dtype(&opts.precision, &device)?;
+        let device_name = crate::device::device_name(&opts.device, &device);
+        Ok(Self {
+            dir,
+            variant,
+            device,
+            device_name,
+            dtype,
+        })
+    }
+}
+
+/// [`load`] of resolved options.
+pub fn load_resolved(r: &Resolved, progress: &mut dyn FnMut(&str)) -> Result<MmAudio> {
+    let dir = &r.dir;
+    let mut model = MmAudio::load(dir, r.variant, &r.device, r.dtype, progress)?;
+    model.device_name = r.device_name.clone();
     model.note = dir.manifest.as_ref().and_then(|m| {
         m.description
             .as_deref()
@@ -1119,6 +1241,200 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max)
+    }
+
+    /// Window requests of two different streams: own prompt, negative prompt, seed, frames.
+    fn stream_windows(which: u64) -> (WindowRequest, WindowRequest) {
+        let (mut r0, mut r1) = two_windows();
+        for (r, seed) in [(&mut r0, 100 + which), (&mut r1, 200 + which)] {
+            r.params.prompt = format!("stream {which}");
+            r.params.negative_prompt = if which == 0 { "" } else { "music" }.into();
+            r.params.seed = seed;
+            r.frames = r
+                .frames
+                .iter()
+                .map(|f| {
+                    let data: Vec<u8> = f
+                        .data
+                        .iter()
+                        .map(|&v| v.wrapping_add(which as u8 * 90))
+                        .collect();
+                    VideoFrame {
+                        data: Arc::new(data),
+                        ..f.clone()
+                    }
+                })
+                .collect();
+        }
+        (r0, r1)
+    }
+
+    /// Run `reqs[i]` on `streams[i]` at once through a held worker: released when all are
+    /// queued, so they form one round.
+    fn batched_round(
+        worker: &DeviceWorker,
+        streams: &mut [MmAudioStream],
+        reqs: &[WindowRequest],
+        cancels: &[Cancel],
+    ) -> Vec<Result<Vec<f32>>> {
+        worker.hold();
+        std::thread::scope(|s| {
+            let hs: Vec<_> = streams
+                .iter_mut()
+                .zip(reqs)
+                .zip(cancels)
+                .map(|((g, r), c)| s.spawn(move || g.generate(r, c)))
+                .collect();
+            let t = Instant::now();
+            while worker.queued() < reqs.len() {
+                assert!(t.elapsed().as_secs() < 60, "items never queued");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            worker.release();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Two streams sampled in one batch (fresh windows, then continuation windows holding
+    /// their own known latents) give what each gives alone; items whose step counts differ
+    /// are not batched and still give their own result.
+    #[test]
+    fn batched_streams_match_each_alone() {
+        let model = tiny();
+        let cancel = Cancel::new();
+        let reqs: Vec<(WindowRequest, WindowRequest)> = (0..2).map(stream_windows).collect();
+        let alone: Vec<(Vec<f32>, Vec<f32>)> = reqs
+            .iter()
+            .map(|(r0, r1)| {
+                let mut g = MmAudioStream::new(model.clone());
+                (
+                    g.generate(r0, &cancel).unwrap(),
+                    g.generate(r1, &cancel).unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            max_diff(&alone[0].0, &alone[1].0) > 1e-3,
+            "the streams differ"
+        );
+        let worker = DeviceWorker::start("cpu", crate::batch::BatchOptions::default()).unwrap();
+        let worker = Arc::new(worker);
+        let mut streams: Vec<MmAudioStream> = (0..2)
+            .map(|_| MmAudioStream::with_worker(model.clone(), worker.clone()))
+            .collect();
+        let cancels = [Cancel::new(), Cancel::new()];
+        let first: Vec<WindowRequest> = reqs.iter().map(|r| r.0.clone()).collect();
+        let out = batched_round(&worker, &mut streams, &first, &cancels);
+        let st = worker.stats();
+        assert_eq!((st.batches, st.largest), (1, 2), "{st:?}");
+        for (o, a) in out.iter().zip(&alone) {
+            let o = o.as_ref().unwrap();
+            assert_eq!(o.len(), 40 * 512);
+            assert!(max_diff(o, &a.0) < 1e-4, "{}", max_diff(o, &a.0));
+        }
+        // continuation windows: each item holds its own stream's latents
+        let second: Vec<WindowRequest> = reqs.iter().map(|r| r.1.clone()).collect();
+        let out = batched_round(&worker, &mut streams, &second, &cancels);
+        let st = worker.stats();
+        assert_eq!((st.batches, st.sizes.clone()), (2, vec![0, 2]), "{st:?}");
+        for (o, a) in out.iter().zip(&alone) {
+            let o = o.as_ref().unwrap();
+            assert!(max_diff(o, &a.1) < 1e-4, "{}", max_diff(o, &a.1));
+        }
+        // different step counts: two batches of one, each as alone
+        let mut third = first.clone();
+        third[1].params.num_steps = 2;
+        for g in &mut streams {
+            g.reset();
+        }
+        let out = batched_round(&worker, &mut streams, &third, &cancels);
+        let st = worker.stats();
+        assert_eq!((st.batches, st.sizes.clone()), (4, vec![2, 2]), "{st:?}");
+        let mut g = MmAudioStream::new(model.clone());
+        let two_steps = g.generate(&third[1], &cancel).unwrap();
+        assert!(max_diff(out[0].as_ref().unwrap(), &alone[0].0) < 1e-4);
+        assert!(max_diff(out[1].as_ref().unwrap(), &two_steps) < 1e-4);
+    }
+
+    /// An item cancelled in the middle of a batch leaves it; the other item's result is what
+    /// it gives alone. A stream whose queued item is cancelled returns at once.
+    #[test]
+    fn cancelling_one_batched_item_leaves_the_other_intact() {
+        let model = tiny();
+        let m = &model;
+        let prep = |r: &WindowRequest| {
+            let p = m.prepare_window(r, None, &Cancel::new(), None).unwrap();
+            let (c, u) = build_conditions(&m.net, 1, &p.features, p.lens).unwrap();
+            (p, c, u)
+        };
+        let (a, b) = (stream_windows(0).0, stream_windows(1).0);
+        let (pa, ca, ua) = prep(&a);
+        let (pb, cb, ub) = prep(&b);
+        let sampler = EulerSampler::new(4, 4.5);
+        let (cancel_a, cancel_b) = (Cancel::new(), Cancel::new());
+        let items = || {
+            vec![
+                crate::sampler::BatchItem {
+                    x0: &pa.x0,
+                    known: None,
+                    cond: &ca,
+                    uncond: &ua,
+                    cancel: &cancel_a,
+                },
+                crate::sampler::BatchItem {
+                    x0: &pb.x0,
+                    known: None,
+                    cond: &cb,
+                    uncond: &ub,
+                    cancel: &cancel_b,
+                },
+            ]
+        };
+        let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        let alone_b = sampler
+            .sample(&m.net, &pb.x0, &cb, &ub, None, None)
+            .unwrap();
+        let both = crate::sampler::sample_batch(&m.net, &sampler, &items());
+        assert!(max_diff(&flat(both[1].as_ref().unwrap()), &flat(&alone_b)) < 1e-5);
+        // cancel the first item before step 2: the second goes on from its own row
+        let out = crate::sampler::sample_batch_observed(&m.net, &sampler, &items(), &mut |k| {
+            if k == 2 {
+                cancel_a.cancel()
+            }
+        });
+        assert!(matches!(out[0], Err(Error::Aborted)));
+        let got = flat(out[1].as_ref().unwrap());
+        assert!(
+            max_diff(&got, &flat(&alone_b)) < 1e-5,
+            "{}",
+            max_diff(&got, &flat(&alone_b))
+        );
+
+        // through the worker: a queued item cancelled returns Aborted, the other completes
+        let worker =
+            Arc::new(DeviceWorker::start("cpu", crate::batch::BatchOptions::default()).unwrap());
+        let mut streams: Vec<MmAudioStream> = (0..2)
+            .map(|_| MmAudioStream::with_worker(model.clone(), worker.clone()))
+            .collect();
+        let alone = MmAudioStream::new(model.clone())
+            .generate(&b, &Cancel::new())
+            .unwrap();
+        let cancels = [Cancel::new(), Cancel::new()];
+        worker.hold();
+        let out = std::thread::scope(|s| {
+            let (ga, gb) = streams.split_at_mut(1);
+            let ha = s.spawn(|| ga[0].generate(&a, &cancels[0]));
+            let hb = s.spawn(|| gb[0].generate(&b, &cancels[1]));
+            while worker.queued() < 2 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            cancels[0].cancel();
+            let ra = ha.join().unwrap();
+            assert!(matches!(ra, Err(Error::Aborted)), "returns while held");
+            worker.release();
+            hb.join().unwrap()
+        });
+        assert!(max_diff(&out.unwrap(), &alone) < 1e-4);
     }
 
     #[test]

@@ -203,6 +203,195 @@ impl EulerSampler {
     }
 }
 
+/// One window of a [`sample_batch`]: its own noise, known latents, conditions and
+/// cancellation. Every item of one batch has the same latent length, known length, step count
+/// and CFG strength (the caller groups them; see `crate::batch`).
+pub struct BatchItem<'a> {
+    /// `(1, N, C)` initial noise.
+    pub x0: &'a Tensor,
+    /// `(1, k, C)` known leading latents (normalised), or `None`.
+    pub known: Option<&'a Tensor>,
+    /// Conditional and unconditional conditions of batch 1 ([`build_conditions`]).
+    pub cond: &'a Conditions,
+    pub uncond: &'a Conditions,
+    pub cancel: &'a Cancel,
+}
+
+/// [`EulerSampler::sample_inpaint`] of several windows as one network batch: each item gets
+/// what it would alone (up to the rounding of a different batch size in the network's
+/// kernels). Before each step the items whose cancellation fired are dropped from the batch
+/// (their result is `Err(Aborted)`); the others go on. Items that do not share the latent
+/// length, the known length, the conditions' lengths are refused (each gets the error).
+pub fn sample_batch(
+    net: &MmAudioNet,
+    sampler: &EulerSampler,
+    items: &[BatchItem],
+) -> Vec<Result<Tensor>> {
+    sample_batch_observed(net, sampler, items, &mut |_| {})
+}
+
+/// [`sample_batch`] calling `before_step(k)` before each step's cancellation check (tests
+/// cancel an item in the middle of a batch with it).
+pub fn sample_batch_observed(
+    net: &MmAudioNet,
+    sampler: &EulerSampler,
+    items: &[BatchItem],
+    before_step: &mut dyn FnMut(usize),
+) -> Vec<Result<Tensor>> {
+    match sample_batch_inner(net, sampler, items, before_step) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e.to_string();
+            (0..items.len())
+                .map(|i| {
+                    Err(if i == 0 {
+                        Error::Candle(candle_core::Error::Msg(msg.clone()))
+                    } else {
+                        Error::Candle(candle_core::Error::Msg(format!(
+                            "{msg} (in a batch of {} windows)",
+                            items.len()
+                        )))
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+fn sample_batch_inner(
+    net: &MmAudioNet,
+    sampler: &EulerSampler,
+    items: &[BatchItem],
+    before_step: &mut dyn FnMut(usize),
+) -> Result<Vec<Result<Tensor>>> {
+    if sampler.num_steps == 0 {
+        return Err(Error::config("num-steps must be at least 1"));
+    }
+    let Some(first) = items.first() else {
+        return Ok(Vec::new());
+    };
+    let n = first.x0.dim(1)?;
+    let kn = first.known.map_or(Ok(0), |k| k.dim(1))?;
+    for it in items {
+        let ikn = it.known.map_or(Ok(0), |k| k.dim(1))?;
+        if it.x0.dim(0)? != 1 || it.x0.dim(1)? != n || ikn != kn || kn >= n {
+            return Err(Error::input(format!(
+                "batch items differ: state {:?} with {ikn} known latents, the first {:?} with {kn}",
+                it.x0.dims(),
+                first.x0.dims()
+            )));
+        }
+    }
+    let use_cfg = sampler.cfg_strength >= 1.0;
+    // The batch of the live items, rebuilt when one drops out.
+    struct Batch {
+        cond: Conditions,
+        uncond: Conditions,
+        both: Option<Conditions>,
+        known: Option<(Tensor, Tensor)>,
+    }
+    let build = |live: &[usize]| -> Result<Batch> {
+        let cond = Conditions::cat(&live.iter().map(|&i| items[i].cond).collect::<Vec<_>>())?;
+        let uncond = Conditions::cat(&live.iter().map(|&i| items[i].uncond).collect::<Vec<_>>())?;
+        let both = if use_cfg && sampler.mode == CfgMode::Batched {
+            Some(Conditions::cat(&[&cond, &uncond])?)
+        } else {
+            None
+        };
+        let known = if kn > 0 {
+            let k: Vec<Tensor> = live
+                .iter()
+                .map(|&i| items[i].known.expect("checked").to_dtype(DType::F32))
+                .collect::<candle_core::Result<_>>()?;
+            let x0k: Vec<Tensor> = live
+                .iter()
+                .map(|&i| items[i].x0.narrow(1, 0, kn)?.to_dtype(DType::F32))
+                .collect::<candle_core::Result<_>>()?;
+            Some((Tensor::cat(&k, 0)?, Tensor::cat(&x0k, 0)?))
+        } else {
+            None
+        };
+        Ok(Batch {
+            cond,
+            uncond,
+            both,
+            known,
+        })
+    };
+    let hold = |x: Tensor, t: f32, known: &Option<(Tensor, Tensor)>| -> Result<Tensor> {
+        let Some((x1, x0k)) = known else {
+            return Ok(x);
+        };
+        let t = t as f64;
+        let xt = ((x1 * t)? + (x0k * (1.0 - (1.0 - SIGMA_MIN) * t))?)?;
+        Ok(Tensor::cat(&[&xt, &x.narrow(1, kn, n - kn)?], 1)?)
+    };
+    let mut live: Vec<usize> = (0..items.len()).collect();
+    let mut batch = build(&live)?;
+    let grid = euler_grid(sampler.num_steps);
+    let t_embs = net.time_embeddings(&grid[..sampler.num_steps])?;
+    let ndt = net.dtype();
+    let x0s: Vec<Tensor> = items.iter().map(|it| it.x0.clone()).collect();
+    let mut x = Tensor::cat(&x0s, 0)?.to_dtype(DType::F32)?;
+    for k in 0..sampler.num_steps {
+        before_step(k);
+        let still: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&i| !items[i].cancel.is_cancelled())
+            .collect();
+        if still.is_empty() {
+            live.clear();
+            break;
+        }
+        if still.len() != live.len() {
+            let rows: Vec<u32> = live
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| still.contains(i))
+                .map(|(r, _)| r as u32)
+                .collect();
+            let rows = Tensor::new(rows.as_slice(), x.device())?;
+            x = x.index_select(&rows, 0)?;
+            live = still;
+            batch = build(&live)?;
+        }
+        let b = live.len();
+        x = hold(x, grid[k], &batch.known)?;
+        let t_emb = t_embs.narrow(0, k, 1)?;
+        let xn = x.to_dtype(ndt)?;
+        let f32v = |v: Tensor| v.to_dtype(DType::F32);
+        let (v_cond, v_uncond) = if !use_cfg {
+            (f32v(net.predict_flow(&xn, &t_emb, &batch.cond)?)?, None)
+        } else if let Some(bc) = &batch.both {
+            let xx = Tensor::cat(&[&xn, &xn], 0)?;
+            let v = f32v(net.predict_flow(&xx, &t_emb, bc)?)?;
+            (v.narrow(0, 0, b)?, Some(v.narrow(0, b, b)?))
+        } else {
+            (
+                f32v(net.predict_flow(&xn, &t_emb, &batch.cond)?)?,
+                Some(f32v(net.predict_flow(&xn, &t_emb, &batch.uncond)?)?),
+            )
+        };
+        let v = match &v_uncond {
+            Some(vu) => cfg_combine(&v_cond, vu, sampler.cfg_strength)?,
+            None => v_cond,
+        };
+        let dt = (grid[k + 1] - grid[k]) as f64;
+        x = (x + (v * dt)?)?;
+    }
+    if let Some((x1, _)) = &batch.known
+        && !live.is_empty()
+    {
+        x = Tensor::cat(&[x1, &x.narrow(1, kn, n - kn)?], 1)?;
+    }
+    let mut out: Vec<Result<Tensor>> = (0..items.len()).map(|_| Err(Error::Aborted)).collect();
+    for (r, &i) in live.iter().enumerate() {
+        out[i] = Ok(x.narrow(0, r, 1)?);
+    }
+    Ok(out)
+}
+
 /// `σ_min` of the official inference `FlowMatching` (`min_sigma=0`).
 pub const SIGMA_MIN: f64 = 0.0;
 

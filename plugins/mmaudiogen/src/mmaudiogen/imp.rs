@@ -104,6 +104,16 @@
 //! error. A loaded model is kept across PAUSED→READY→PAUSED when `model-dir`, `variant`,
 //! `device` and `precision` are unchanged, and released at READY→NULL.
 //!
+//! One model per process: elements with the same model folder, variant, device and
+//! precision (after `auto` is decided) share one loaded model (the core library's
+//! `mmaudio::shared` registry; released when the last element lets it go). Elements that
+//! start together load it once: the second waits for the first's load. Its PROGRESS
+//! `complete` and INFO then say `Shared ... already loaded in this process` instead of
+//! `Loaded ...`, and `mmaudiogen-model` has `shared=true`. The windows of all elements on
+//! one device are sampled by one worker thread, which puts windows that are ready together
+//! into one network batch (`mmaudio::batch`: each keeps its own prompt, seed, cfg and
+//! cancellation; a flush of one element cancels only its own windows).
+//!
 //! ## Latency
 //!
 //! A window can only be generated once the video has reached its end (a frame at or past
@@ -164,7 +174,9 @@
 //!
 //! When the model is loaded the element posts the PROGRESS `complete` message and an INFO
 //! message with one sentence (`Loaded MMAudio small_16k, 16000 Hz, on cpu in f32 from
-//! models in 9.8 s`) and an ELEMENT message `mmaudiogen-model`:
+//! models in 9.8 s`, or `Shared MMAudio small_16k, ... from models, already loaded in this
+//! process (0.0 s)` when another element holds it) and an ELEMENT message
+//! `mmaudiogen-model`:
 //!
 //! | field | type | meaning |
 //! |---|---|---|
@@ -174,6 +186,7 @@
 //! | `device` | string | device in use (`cpu`, `cuda:0`): what `device=auto` chose |
 //! | `precision` | string | `f32`, `f16` or `bf16`: what `precision=auto` chose |
 //! | `load-time` | GstClockTime | wall time of the load |
+//! | `shared` | bool | the model was already loaded in this process and is shared |
 //!
 //! Skipped windows (live QoS, above) also post a QoS message each.
 //!

@@ -12,7 +12,8 @@ mod imp;
 
 /// How the element obtains its generator: called on a loader thread at READY→PAUSED with
 /// the `model-dir`, `variant`, `device` and `precision` properties. The default factory
-/// checks `model-dir` and calls [`mmaudio::model::load_generator`].
+/// checks `model-dir` and takes a stream of the process's shared model
+/// ([`mmaudio::shared::stream`]).
 pub type GeneratorFactory =
     dyn Fn(&LoadOptions) -> mmaudio::Result<Box<dyn AudioGenerator>> + Send + Sync + 'static;
 
@@ -118,7 +119,7 @@ impl MMAudioGen {
         self.imp().set_factory(Some(std::sync::Arc::new(factory)));
     }
 
-    /// Go back to the default factory ([`mmaudio::model::load_generator`]).
+    /// Go back to the default factory ([`mmaudio::shared::stream`]).
     pub fn clear_generator_factory(&self) {
         self.imp().set_factory(None);
     }

@@ -29,14 +29,28 @@ impl From<mmaudio::Error> for LoadError {
     }
 }
 
-/// The default way to get a generator: check `model-dir`, then the core library's loader.
-/// With an injected factory, the factory alone decides.
+/// A generator and whether its model was shared (loaded already in this process by another
+/// element or user) rather than loaded.
+pub(super) struct Loaded {
+    generator: Box<dyn AudioGenerator>,
+    shared: bool,
+}
+
+/// The default way to get a generator: check `model-dir`, then the process-wide model
+/// registry of the core library (one loaded model per folder, variant, device and precision,
+/// shared by every element; windows sampled by the device's batching worker). With an
+/// injected factory, the factory alone decides.
 pub(super) fn load_generator(
     options: &LoadOptions,
     factory: Option<&GeneratorFactory>,
-) -> Result<Box<dyn AudioGenerator>, LoadError> {
+) -> Result<Loaded, LoadError> {
     if let Some(factory) = factory {
-        return factory(options).map_err(LoadError::from);
+        return factory(options)
+            .map(|generator| Loaded {
+                generator,
+                shared: false,
+            })
+            .map_err(LoadError::from);
     }
     let dir = &options.model_dir;
     let hint = "set the model-dir property (or the MMAUDIO_MODEL_DIR environment variable) \
@@ -63,7 +77,11 @@ pub(super) fn load_generator(
         }
         Ok(_) => {}
     }
-    mmaudio::model::load_generator(options).map_err(LoadError::from)
+    let (stream, shared) = mmaudio::shared::stream(options, &mut |_| {})?;
+    Ok(Loaded {
+        generator: Box::new(stream),
+        shared,
+    })
 }
 
 /// The requested variant for messages (`auto` when the folder decides).
@@ -74,7 +92,11 @@ fn variant_name(options: &LoadOptions) -> String {
 }
 
 /// The `mmaudiogen-model` element message: what was loaded (see the module documentation).
-fn model_structure(info: &mmaudio::generator::ModelInfo, elapsed: Duration) -> gst::Structure {
+fn model_structure(
+    info: &mmaudio::generator::ModelInfo,
+    elapsed: Duration,
+    shared: bool,
+) -> gst::Structure {
     gst::Structure::builder("mmaudiogen-model")
         .field("name", &info.name)
         .field(
@@ -88,6 +110,7 @@ fn model_structure(info: &mmaudio::generator::ModelInfo, elapsed: Duration) -> g
             "load-time",
             gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64),
         )
+        .field("shared", shared)
         .build()
 }
 
@@ -172,7 +195,7 @@ impl MMAudioGen {
         &self,
         id: u64,
         key: ModelKey,
-        result: Result<Box<dyn AudioGenerator>, LoadError>,
+        result: Result<Loaded, LoadError>,
         elapsed: Duration,
     ) {
         let mut shared = lock(&self.shared);
@@ -181,7 +204,10 @@ impl MMAudioGen {
             return;
         }
         match result {
-            Ok(generator) => {
+            Ok(Loaded {
+                generator,
+                shared: was_shared,
+            }) => {
                 let info = generator.describe();
                 let dir = key.options.model_dir.display().to_string();
                 let traits = GeneratorInfo {
@@ -199,7 +225,14 @@ impl MMAudioGen {
                 drop(shared);
                 // The rate and latent period are known now (an `auto` variant guessed them).
                 self.post_latency_if_changed();
-                let text = format!("Loaded {info} from {dir} in {:.1} s", elapsed.as_secs_f64());
+                let text = if was_shared {
+                    format!(
+                        "Shared {info} from {dir}, already loaded in this process ({:.1} s)",
+                        elapsed.as_secs_f64()
+                    )
+                } else {
+                    format!("Loaded {info} from {dir} in {:.1} s", elapsed.as_secs_f64())
+                };
                 gst::info!(CAT, imp = self, "{text}");
                 let obj = self.obj();
                 let _ = obj.post_message(
@@ -215,7 +248,7 @@ impl MMAudioGen {
                         .build(),
                 );
                 let _ = obj.post_message(
-                    gst::message::Element::builder(model_structure(&info, elapsed))
+                    gst::message::Element::builder(model_structure(&info, elapsed, was_shared))
                         .src(&*obj)
                         .build(),
                 );
