@@ -503,9 +503,7 @@ impl MmAudio {
             )
         } else {
             let (ci, si) = Self::pick_frames(&req.frames, duration)?;
-            let caches = stream
-                .filter(|s| !s.cache_off)
-                .map(|s| &mut s.cache);
+            let caches = stream.filter(|s| !s.cache_off).map(|s| &mut s.cache);
             let mut features = FeatureJob::new(self, req, &ci, &si, caches)?;
             timings.preprocess_s = self.lap(&mut t)?;
             cancel.check()?;

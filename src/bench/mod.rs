@@ -10,6 +10,7 @@ pub mod features;
 pub mod net;
 pub mod pipeline;
 pub mod preprocess;
+pub mod streams;
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
@@ -90,7 +91,7 @@ impl BenchReport {
                 self.cpu_s.iter().sum::<f64>() / self.times_s.iter().sum::<f64>()
             )
         };
-        format!(
+        let mut line = format!(
             "{:<32} median {:>9.4} s  min {:>9.4} s  ({} runs, cpu/wall {})  peak RSS {:>7.0} MB  [{} {}]",
             self.item,
             self.median_s,
@@ -100,7 +101,20 @@ impl BenchReport {
             self.peak_rss_mb,
             self.device,
             self.dtype
-        )
+        );
+        // `bench stream --streams`: the times are per stream; say what they amount to
+        if let (Some(total), Some(per)) = (
+            self.extra.get("throughput_total").and_then(|v| v.as_f64()),
+            self.extra
+                .get("throughput_per_stream_mean")
+                .and_then(|v| v.as_f64()),
+        ) {
+            line += &format!(
+                "\n{:<32} throughput {total:.4} audio s per wall s in total, {per:.4} per stream",
+                ""
+            );
+        }
+        line
     }
 }
 
@@ -197,6 +211,7 @@ pub fn run(target: &str, opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         "sync" => features::run_sync(opts),
         "preprocess" => preprocess::run(opts),
         "e2e" => pipeline::run_e2e(opts),
+        "stream" if !opts.pipeline.streams.is_empty() => streams::run(opts),
         "stream" => pipeline::run_stream(opts),
         "decoder-edge" => edge::run(opts, false),
         "decoder-edge-wave" => edge::run(opts, true),

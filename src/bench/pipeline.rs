@@ -59,6 +59,14 @@ pub struct PipelineOpts {
     /// `stream`: use the generator's feature caches (off: every window computes all its
     /// CLIP and Synchformer features).
     pub feature_cache: bool,
+    /// `stream`: run this many streams at once on one model, one report per count
+    /// (`bench::streams`); empty: the single-stream bench.
+    pub streams: Vec<usize>,
+    /// `stream --streams`: sample through one batching device worker (else each stream
+    /// samples on its own thread).
+    pub batch: bool,
+    /// `stream --streams`: windows without frames (text to audio).
+    pub text_only: bool,
 }
 
 impl Default for PipelineOpts {
@@ -75,6 +83,9 @@ impl Default for PipelineOpts {
             realtime: false,
             mode: StreamMode::Windows,
             feature_cache: true,
+            streams: Vec::new(),
+            batch: true,
+            text_only: false,
         }
     }
 }
@@ -165,6 +176,11 @@ fn check_opts(o: &BenchOpts) -> Result<()> {
 
 fn size_tag(o: &BenchOpts) -> &'static str {
     if o.pipeline.tiny { "tiny" } else { "real-size" }
+}
+
+/// Median of `v` (NaN when empty).
+pub fn median_of(v: &[f64]) -> f64 {
+    median(v)
 }
 
 fn median(v: &[f64]) -> f64 {

@@ -207,6 +207,17 @@ struct BenchArgs {
     /// stream: switch the generator's CLIP/Synchformer feature caches off.
     #[arg(long)]
     no_feature_cache: bool,
+    /// stream: run N streams at once on one shared model, their windows batched by one
+    /// device worker; a list (1,2,4) runs each count in turn and reports throughput per
+    /// stream and in total.
+    #[arg(long, value_delimiter = ',')]
+    streams: Vec<usize>,
+    /// stream --streams: no batching worker (each stream samples on its own thread).
+    #[arg(long)]
+    no_batch: bool,
+    /// stream --streams: generate from the prompt alone (no video features).
+    #[arg(long)]
+    text_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -391,6 +402,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             realtime: a.realtime,
             mode: stream_mode,
             feature_cache: !a.no_feature_cache,
+            streams: a.streams,
+            batch: !a.no_batch,
+            text_only: a.text_only,
         },
     };
     eprintln!(
