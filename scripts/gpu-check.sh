@@ -282,6 +282,13 @@ cmd_run() {
   step stream-continuation-large_44k_v2 "$stime" "$OUT/stream_continuation_large_44k_v2.log" \
     "$mm" bench stream --mode continuation --hop "$hop44" --variant large_44k_v2 "${cont[@]}" "${sz[@]}" \
     --json "$OUT/stream_continuation_large_44k_v2.json"
+  # many streams on one model (issue 14): N = 1, 2, 4 streams of S-16k, windows batched by
+  # the device worker; throughput per stream and in total
+  local multi=(--device "$dev" --precision bf16 --steps "$steps" --windows 4 --warmup 1 --window 8 --hop 4)
+  [ "$smoke" = 1 ] && multi=(--device "$dev" --precision bf16 --steps 1 --windows 2 --warmup 0 --window 1 --hop 0.5)
+  step streams-small_16k "$stime" "$OUT/streams_small_16k.log" \
+    "$mm" bench stream --streams 1,2,4 --variant small_16k "${multi[@]}" "${sz[@]}" \
+    --json "$OUT/streams_small_16k.json"
   if command -v gst-inspect-1.0 >/dev/null; then
     step gst-inspect 30 "$OUT/gst-inspect.txt" env GST_PLUGIN_PATH="$bin" \
       GST_REGISTRY="$OUT/gst-registry.bin" gst-inspect-1.0 mmaudiogen
@@ -357,6 +364,9 @@ for v in ("small_16k", "large_44k_v2"):
           f"latency hop+held back+frame {r['latency_engine_s']:.3f} s (+compute {r['latency_with_median_compute_s']:.3f} s); "
           f"cache hits clip {r.get('clip_hit_rate')} sync {r.get('sync_hit_rate')}; stages "
           + " ".join(f"{k} {st[k]:.3f}" for k in ("preprocess", "clip", "sync", "text", "sampling", "vae", "vocoder") if k in st))
+for r in load("streams_small_16k.json") or []:
+    print(f"streams small_16k: {r['streams']} stream(s): throughput {r['throughput_total']:.3f} audio s per s "
+          f"in total, {r['throughput_per_stream_mean']:.3f} per stream; batches {r['batch']['sizes']}")
 EOF
   fi
 }

@@ -217,52 +217,101 @@ impl DeviceWorker {
         sampler: &EulerSampler,
         cancel: &Cancel,
     ) -> Result<(Tensor, f64)> {
-        let key = GroupKey {
-            model: Arc::as_ptr(model) as usize,
-            latent: x0.dim(1)?,
-            clip: cond.clip_f.dim(1)?,
-            sync: cond.sync_u.dim(1)?,
-            known: known.as_ref().map_or(Ok(0), |k| k.dim(1))?,
+        let item = WindowItem {
+            x0,
+            known,
+            cond,
+            uncond,
             steps: sampler.num_steps,
-            cfg_bits: sampler.cfg_strength.to_bits(),
+            cfg: sampler.cfg_strength,
         };
-        let slot = Arc::new(Slot {
-            result: Mutex::new(None),
-            ready: Condvar::new(),
-        });
+        self.sample_many(guard, model, vec![item], cancel)
+            .pop()
+            .expect("one result per item")
+    }
+
+    /// Queue several windows of one stream at once (`mmaudio generate --batch-windows`):
+    /// those that agree on their shapes and schedule share a batch (with other streams'
+    /// too). One result per item, in order.
+    pub fn sample_many(
+        &self,
+        guard: PrepareGuard<'_>,
+        model: &Arc<MmAudio>,
+        items: Vec<WindowItem>,
+        cancel: &Cancel,
+    ) -> Vec<Result<(Tensor, f64)>> {
+        let mut slots = Vec::with_capacity(items.len());
+        let mut pending = Vec::with_capacity(items.len());
+        for it in items {
+            let key = (|| -> Result<GroupKey> {
+                Ok(GroupKey {
+                    model: Arc::as_ptr(model) as usize,
+                    latent: it.x0.dim(1)?,
+                    clip: it.cond.clip_f.dim(1)?,
+                    sync: it.cond.sync_u.dim(1)?,
+                    known: it.known.as_ref().map_or(Ok(0), |k| k.dim(1))?,
+                    steps: it.steps,
+                    cfg_bits: it.cfg.to_bits(),
+                })
+            })();
+            let slot = Arc::new(Slot {
+                result: Mutex::new(None),
+                ready: Condvar::new(),
+            });
+            match key {
+                Ok(key) => pending.push(Pending {
+                    key,
+                    model: model.clone(),
+                    x0: it.x0,
+                    known: it.known,
+                    cond: it.cond,
+                    uncond: it.uncond,
+                    steps: it.steps,
+                    cfg: it.cfg,
+                    cancel: cancel.clone(),
+                    slot: slot.clone(),
+                }),
+                Err(e) => *lock(&slot.result) = Some(Err(e)),
+            }
+            slots.push(slot);
+        }
         {
             let mut q = lock(&self.inner.queue);
-            q.items.push(Pending {
-                key,
-                model: model.clone(),
-                x0,
-                known,
-                cond,
-                uncond,
-                steps: sampler.num_steps,
-                cfg: sampler.cfg_strength,
-                cancel: cancel.clone(),
-                slot: slot.clone(),
-            });
+            q.items.extend(pending);
             guard.finish(&mut q);
         }
         self.inner.wake.notify_all();
-        let mut result = lock(&slot.result);
-        loop {
-            if let Some(r) = result.take() {
-                return r;
-            }
-            if cancel.is_cancelled() {
-                // the worker drops the item at its next step (or when it takes it)
-                return Err(Error::Aborted);
-            }
-            result = slot
-                .ready
-                .wait_timeout(result, Duration::from_millis(20))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        slots
+            .iter()
+            .map(|slot| {
+                let mut result = lock(&slot.result);
+                loop {
+                    if let Some(r) = result.take() {
+                        return r;
+                    }
+                    if cancel.is_cancelled() {
+                        // the worker drops the item at its next step (or when it takes it)
+                        return Err(Error::Aborted);
+                    }
+                    result = slot
+                        .ready
+                        .wait_timeout(result, Duration::from_millis(20))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            })
+            .collect()
     }
+}
+
+/// One window for the sampler: its noise, known latents, batch-1 conditions and schedule.
+pub struct WindowItem {
+    pub x0: Tensor,
+    pub known: Option<Tensor>,
+    pub cond: Conditions,
+    pub uncond: Conditions,
+    pub steps: usize,
+    pub cfg: f64,
 }
 
 impl Drop for DeviceWorker {

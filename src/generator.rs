@@ -61,6 +61,12 @@ pub trait AudioGenerator: Send {
     /// Returns `Err(Error::Aborted)` if `cancel` fires during the work. A continuation
     /// request whose known latents the generator does not hold is an error.
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>>;
+    /// Several windows of the stream, in order (as many calls of [`generate`](Self::generate)
+    /// would give them). A generator that can batch them (MMAudio with a device worker, in
+    /// windows mode) generates them as one batch; the default runs them one by one.
+    fn generate_many(&mut self, reqs: &[WindowRequest], cancel: &Cancel) -> Result<Vec<Vec<f32>>> {
+        reqs.iter().map(|r| self.generate(r, cancel)).collect()
+    }
 }
 
 /// MMAudio's latent period: 512 samples at 16 kHz (mel hop 256 × 2), 1024 at 44.1 kHz (mel

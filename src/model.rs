@@ -901,6 +901,58 @@ impl MmAudioStream {
     }
 }
 
+impl MmAudioStream {
+    /// Several windows of this stream at once (windows mode, `--batch-windows`): features
+    /// window by window through the stream's caches, then all of them queued to the
+    /// device worker together, so those of the same length share one network batch, then
+    /// decoded in order. Without a worker, or when a window holds latents of the one before
+    /// it (continuation), they are generated one after the other.
+    pub fn generate_windows(
+        &mut self,
+        reqs: &[WindowRequest],
+        cancel: &Cancel,
+    ) -> Result<Vec<Vec<f32>>> {
+        let chained = reqs
+            .iter()
+            .any(|r| r.continuation.is_some_and(|c| c.known > 0));
+        let worker = match &self.worker {
+            Some(w) if reqs.len() > 1 && !chained => w.clone(),
+            _ => {
+                return reqs
+                    .iter()
+                    .map(|r| self.generate_with(r, cancel, None))
+                    .collect();
+            }
+        };
+        let m = self.model.clone();
+        let guard = worker.preparing();
+        let mut prepared = Vec::with_capacity(reqs.len());
+        let mut items = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let p = m.prepare_window(r, None, cancel, Some(&mut self.state))?;
+            let (cond, uncond) = build_conditions(&m.net, 1, &p.features, p.lens)?;
+            items.push(crate::batch::WindowItem {
+                x0: p.x0.clone(),
+                known: p.known.clone(),
+                cond,
+                uncond,
+                steps: r.params.num_steps,
+                cfg: r.params.cfg_strength,
+            });
+            prepared.push(p);
+        }
+        let sampled = worker.sample_many(guard, &m, items, cancel);
+        reqs.iter()
+            .zip(prepared)
+            .zip(sampled)
+            .map(|((r, p), x)| {
+                let (x1, secs) = x?;
+                m.finish_window(r, p, x1, secs, cancel, Some(&mut self.state))
+            })
+            .collect()
+    }
+}
+
 impl AudioGenerator for MmAudioStream {
     fn sample_rate(&self) -> u32 {
         self.model.sample_rate()
@@ -928,6 +980,9 @@ impl AudioGenerator for MmAudioStream {
     }
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>> {
         self.generate_with(req, cancel, None)
+    }
+    fn generate_many(&mut self, reqs: &[WindowRequest], cancel: &Cancel) -> Result<Vec<Vec<f32>>> {
+        self.generate_windows(reqs, cancel)
     }
 }
 
@@ -1352,6 +1407,45 @@ mod tests {
         let two_steps = g.generate(&third[1], &cancel).unwrap();
         assert!(max_diff(out[0].as_ref().unwrap(), &alone[0].0) < 1e-4);
         assert!(max_diff(out[1].as_ref().unwrap(), &two_steps) < 1e-4);
+    }
+
+    /// Several windows of one stream generated as one batch (windows mode) give what they
+    /// give one by one, through the stream's feature caches.
+    #[test]
+    fn a_streams_windows_batched_match_one_by_one() {
+        let model = tiny();
+        let reqs: Vec<WindowRequest> = (0..3u64)
+            .map(|k| WindowRequest {
+                index: k,
+                start: 0.32 * k as f64,
+                duration: 1.28,
+                frames: frames(8 * k, 32, 0.32 * k as f64),
+                params: GenerationParams {
+                    seed: 7 + k,
+                    ..params()
+                },
+                retain_from: Some(8 * k),
+                ..Default::default()
+            })
+            .collect();
+        let cancel = Cancel::new();
+        let mut alone = MmAudioStream::new(model.clone());
+        let one: Vec<Vec<f32>> = reqs
+            .iter()
+            .map(|r| alone.generate(r, &cancel).unwrap())
+            .collect();
+        let worker =
+            Arc::new(DeviceWorker::start("cpu", crate::batch::BatchOptions::default()).unwrap());
+        let mut g = MmAudioStream::with_worker(model.clone(), worker.clone());
+        let many = g.generate_many(&reqs, &cancel).unwrap();
+        let st = worker.stats();
+        assert_eq!((st.batches, st.largest), (1, 3), "{st:?}");
+        for (a, b) in one.iter().zip(&many) {
+            assert_eq!(a.len(), b.len());
+            assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
+        }
+        // the same caches were used: the later windows found the earlier ones' frames
+        assert_eq!(g.cache_stats(), alone.cache_stats());
     }
 
     /// An item cancelled in the middle of a batch leaves it; the other item's result is what

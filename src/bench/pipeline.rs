@@ -67,6 +67,8 @@ pub struct PipelineOpts {
     pub batch: bool,
     /// `stream --streams`: windows without frames (text to audio).
     pub text_only: bool,
+    /// `stream --streams`: windows of a stream generated per call (one batch).
+    pub batch_windows: usize,
 }
 
 impl Default for PipelineOpts {
@@ -86,6 +88,7 @@ impl Default for PipelineOpts {
             streams: Vec::new(),
             batch: true,
             text_only: false,
+            batch_windows: 1,
         }
     }
 }

@@ -33,7 +33,8 @@ pub struct StreamRun {
     pub audio_s: f64,
     /// From the start of the run to this stream's last sample.
     pub wall_s: f64,
-    /// `generate` wall time per window (waiting for the batch included).
+    /// `generate` wall time per window (waiting for the batch included; with
+    /// `--batch-windows`, a batch's time divided among its windows).
     pub window_s: Vec<f64>,
 }
 
@@ -85,26 +86,44 @@ fn run_one(
         window_s: Vec::new(),
     };
     let mut emitted = 0u64;
-    let mut handle = |item: Planned, run: &mut StreamRun| -> Result<()> {
-        match item {
-            Planned::Window { mut request, span } => {
-                if span.index == 0 {
-                    generator.reset();
-                }
-                if p.text_only {
-                    request = WindowRequest {
-                        frames: Vec::new(),
-                        retain_from: None,
-                        ..request
-                    };
-                }
-                let t = Instant::now();
-                let audio = generator.generate(&request, &cancel)?;
-                run.window_s.push(t.elapsed().as_secs_f64());
+    let per_call = p.batch_windows.max(1);
+    let mut ready: Vec<(WindowRequest, crate::window::WindowSpan)> = Vec::new();
+    let mut handle = |item: Option<Planned>, run: &mut StreamRun| -> Result<()> {
+        let end = match item {
+            Some(Planned::End { total }) => Some(total),
+            _ => None,
+        };
+        if let Some(Planned::Window { mut request, span }) = item {
+            if span.index == 0 {
+                generator.reset();
+            }
+            if p.text_only {
+                request = WindowRequest {
+                    frames: Vec::new(),
+                    retain_from: None,
+                    ..request
+                };
+            }
+            ready.push((request, span));
+            if ready.len() < per_call {
+                return Ok(());
+            }
+        }
+        // the windows held back for one batch (`--batch-windows`), in order
+        if !ready.is_empty() {
+            let reqs: Vec<WindowRequest> = ready.iter().map(|(r, _)| r.clone()).collect();
+            let t = Instant::now();
+            let audio = generator.generate_many(&reqs, &cancel)?;
+            let each = t.elapsed().as_secs_f64() / reqs.len() as f64;
+            for ((_, span), audio) in ready.drain(..).zip(audio) {
+                run.window_s.push(each);
                 run.windows += 1;
                 emitted += assembler.push(&span, audio)?.samples.len() as u64;
             }
-            Planned::End { total } => {
+        }
+        match end {
+            None => {}
+            Some(total) => {
                 emitted += assembler.finish(total)?.samples.len() as u64;
                 if emitted != total {
                     return Err(Error::input(format!(
@@ -128,12 +147,13 @@ fn run_one(
             source: None,
         };
         for item in planner.push_frame(tf) {
-            handle(item, &mut run)?;
+            handle(Some(item), &mut run)?;
         }
     }
     for item in planner.finish() {
-        handle(item, &mut run)?;
+        handle(Some(item), &mut run)?;
     }
+    handle(None, &mut run)?;
     run.wall_s = t0.elapsed().as_secs_f64();
     Ok(run)
 }
@@ -248,12 +268,17 @@ fn report(
     let audio_s: f64 = runs.iter().map(|r| r.audio_s).sum();
     let per_stream: Vec<f64> = runs.iter().map(|r| r.audio_s / r.wall_s).collect();
     let what = format!(
-        "{} random weights, {n} stream(s) on one model, {} windows of {} s each (hop {} s), \
+        "{} random weights, {n} stream(s) on one model, {} windows of {} s each (hop {} s{}), \
          {} steps, {}, {}",
         if p.tiny { "tiny" } else { "real-size" },
         p.windows,
         p.window_s,
         p.hop_s,
+        if p.batch_windows > 1 {
+            format!(", {} windows of a stream per batch", p.batch_windows)
+        } else {
+            String::new()
+        },
         opts.steps,
         if p.text_only {
             "text only".to_string()
@@ -276,6 +301,7 @@ fn report(
     )
     .with("streams", n)
     .with("batched", p.batch)
+    .with("batch_windows", p.batch_windows.max(1))
     .with("text_only", p.text_only)
     .with("build_s", build_s)
     .with("wall_s", wall_s)

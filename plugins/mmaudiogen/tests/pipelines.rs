@@ -284,6 +284,7 @@ fn gst_inspect_lists_the_element_and_documents_every_property() {
         ("window-duration", "milliseconds"),
         ("overlap", "milliseconds"),
         ("max-in-flight", "backpressure"),
+        ("batch-windows", "one batch"),
         ("processing-latency", "milliseconds"),
     ] {
         let at = text

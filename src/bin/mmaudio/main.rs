@@ -218,6 +218,10 @@ struct BenchArgs {
     /// stream --streams: generate from the prompt alone (no video features).
     #[arg(long)]
     text_only: bool,
+    /// stream --streams: windows of one stream generated as one batch (what `mmaudio
+    /// generate --batch-windows` does).
+    #[arg(long, default_value_t = 1)]
+    batch_windows: usize,
 }
 
 fn main() -> Result<()> {
@@ -405,6 +409,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             streams: a.streams,
             batch: !a.no_batch,
             text_only: a.text_only,
+            batch_windows: a.batch_windows,
         },
     };
     eprintln!(

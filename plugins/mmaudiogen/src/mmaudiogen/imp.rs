@@ -114,6 +114,13 @@
 //! into one network batch (`mmaudio::batch`: each keeps its own prompt, seed, cfg and
 //! cancellation; a flush of one element cancels only its own windows).
 //!
+//! `batch-windows` N > 1 (windows mode, upstream not live, i.e. files): the generator
+//! thread waits until N windows are queued (or the stream ends after fewer) and generates
+//! them as one sampler batch, through the stream's own feature caches, then crossfades and
+//! hands them on in order; the audio is what one window at a time gives. `max-in-flight`
+//! is raised to 2 N so that a batch gathers while the previous one is pushed. Live streams
+//! and continuation mode generate one window at a time.
+//!
 //! ## Latency
 //!
 //! A window can only be generated once the video has reached its end (a frame at or past
@@ -247,7 +254,7 @@ mod worker;
 
 use push::{ChunkKind, Out};
 
-use settings::{DEFAULT_MAX_IN_FLIGHT, Settings};
+use settings::{DEFAULT_BATCH_WINDOWS, DEFAULT_MAX_IN_FLIGHT, Settings};
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -343,6 +350,8 @@ struct Shared {
     /// The deadline of the window being generated passed (it was cancelled for it).
     deadline_hit: bool,
     max_in_flight: usize,
+    /// `batch-windows` (windows mode, not live): windows generated as one batch.
+    batch_windows: usize,
     flushing: bool,
     /// Last flow result of the source pad, returned upstream.
     flow: Result<gst::FlowSuccess, gst::FlowError>,
@@ -362,6 +371,7 @@ impl Default for Shared {
             deadline_seq: 0,
             deadline_hit: false,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT as usize,
+            batch_windows: DEFAULT_BATCH_WINDOWS as usize,
             flushing: true,
             flow: Err(gst::FlowError::Flushing),
             model: Model::None,
@@ -622,7 +632,11 @@ impl ElementImpl for MMAudioGen {
                 );
                 return Err(gst::StateChangeError);
             }
-            lock(&self.shared).max_in_flight = settings.max_in_flight as usize;
+            {
+                let mut shared = lock(&self.shared);
+                shared.max_in_flight = settings.in_flight();
+                shared.batch_windows = settings.batch_windows as usize;
+            }
             *lock(&self.state) = State::default();
             *lock(&self.output) = Output::default();
         }

@@ -93,6 +93,11 @@ pub struct GenerateArgs {
     /// No progress bar; one line per window instead.
     #[arg(long)]
     pub no_progress: bool,
+    /// Generate up to N windows of the file as one sampler batch (the element's
+    /// batch-windows): faster where the device has room for it (a GPU); on a CPU it is
+    /// about even (see BENCHMARKS.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub batch_windows: u32,
 }
 
 /// What the output file gets.
@@ -294,6 +299,7 @@ fn configure_generator(
     g.set_property("text-only", a.text_only || a.input.is_none());
     g.set_property("window-duration", a.window_duration);
     g.set_property("overlap", a.overlap);
+    g.set_property("batch-windows", a.batch_windows);
     // Offline: a slow window only delays the file, it is not "late".
     g.set_property("processing-latency", 3_600_000u32);
     Ok(g)

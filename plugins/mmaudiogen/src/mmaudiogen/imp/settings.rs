@@ -11,6 +11,7 @@ pub(super) const DEFAULT_OVERLAP_MS: u32 = 1000;
 pub(super) const DEFAULT_MAX_IN_FLIGHT: u32 = 2;
 pub(super) const DEFAULT_PROCESSING_LATENCY_MS: u32 = 2000;
 pub(super) const DEFAULT_HOP_MS: u32 = 1000;
+pub(super) const DEFAULT_BATCH_WINDOWS: u32 = 1;
 
 /// The folder used when `model-dir` is not set: `$MMAUDIO_MODEL_DIR`, else `models` in the
 /// current directory (where `scripts/quickstart.sh` and `mmaudio fetch-weights --dir models`
@@ -42,6 +43,7 @@ pub(super) struct Settings {
     pub(super) processing_latency_ms: u32,
     pub(super) mode: GenerationMode,
     pub(super) hop_ms: u32,
+    pub(super) batch_windows: u32,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             processing_latency_ms: DEFAULT_PROCESSING_LATENCY_MS,
             mode: GenerationMode::default(),
             hop_ms: DEFAULT_HOP_MS,
+            batch_windows: DEFAULT_BATCH_WINDOWS,
         }
     }
 }
@@ -119,6 +122,13 @@ impl Settings {
             )?
             .into(),
         })
+    }
+
+    /// Windows queued, being generated or waiting to be pushed at most: `max-in-flight`,
+    /// raised to twice `batch-windows` so that a batch can gather while the previous one
+    /// is pushed.
+    pub(super) fn in_flight(&self) -> usize {
+        (self.max_in_flight as usize).max(2 * self.batch_windows as usize)
     }
 
     pub(super) fn processing_latency(&self) -> gst::ClockTime {
@@ -289,6 +299,20 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             )
             .mutable_ready()
             .build(),
+        glib::ParamSpecUInt::builder("batch-windows")
+            .nick("Windows per batch")
+            .blurb(
+                "windows mode, upstream not live (files): generate up to this many \
+                 windows of the stream, once their video is in, as one batch of the \
+                 sampler (faster where the device has room for it, e.g. a GPU); \
+                 max-in-flight is raised to twice this. A live stream, and continuation \
+                 mode, generate one window at a time",
+            )
+            .minimum(1)
+            .maximum(16)
+            .default_value(d.batch_windows)
+            .mutable_ready()
+            .build(),
         glib::ParamSpecUInt::builder("hop")
             .nick("Hop")
             .blurb(
@@ -352,7 +376,7 @@ impl MMAudioGen {
             }
             "max-in-flight" => {
                 settings.max_in_flight = value.get().expect("type checked");
-                let max = settings.max_in_flight as usize;
+                let max = settings.in_flight();
                 drop(settings);
                 lock(&self.shared).max_in_flight = max;
                 self.cond.notify_all();
@@ -370,6 +394,9 @@ impl MMAudioGen {
             "hop" => {
                 settings.hop_ms = value.get().expect("type checked");
                 latency_changed = true;
+            }
+            "batch-windows" => {
+                settings.batch_windows = value.get().expect("type checked");
             }
             other => unreachable!("unknown property {other}"),
         }
@@ -436,6 +463,7 @@ impl MMAudioGen {
             "processing-latency" => settings.processing_latency_ms.to_value(),
             "mode" => settings.mode.to_value(),
             "hop" => settings.hop_ms.to_value(),
+            "batch-windows" => settings.batch_windows.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }

@@ -102,7 +102,7 @@ impl MMAudioGen {
             Ok(EngineConfig::Windows(_)) | Err(_) => (settings.window(), settings.hop()),
         };
         let min = wait + frame + settings.processing_latency();
-        let max = min + hop * settings.max_in_flight as u64;
+        let max = min + hop * settings.in_flight() as u64;
         (min, max)
     }
 

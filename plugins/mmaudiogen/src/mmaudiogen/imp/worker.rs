@@ -54,7 +54,7 @@ impl MMAudioGen {
 
     fn generator_loop(&self) {
         loop {
-            let job = {
+            let jobs = {
                 let mut shared = lock(&self.shared);
                 loop {
                     if shared.quit {
@@ -65,10 +65,10 @@ impl MMAudioGen {
                     let stopped = matches!(shared.flow, Err(e) if e != gst::FlowError::Eos);
                     if !shared.flushing
                         && !stopped
-                        && let Some(job) = shared.jobs.pop_front()
+                        && let Some(n) = Self::ready_jobs(&shared)
                     {
                         shared.generating = true;
-                        break job;
+                        break shared.jobs.drain(..n).collect::<Vec<Job>>();
                     }
                     shared = self
                         .cond
@@ -76,7 +76,11 @@ impl MMAudioGen {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
             };
-            let res = self.process(job);
+            let res = if jobs.len() > 1 {
+                self.generate_batch(jobs)
+            } else {
+                self.process(jobs.into_iter().next().expect("one job"))
+            };
             let mut shared = lock(&self.shared);
             shared.generating = false;
             if let Err(err) = res {
@@ -86,6 +90,33 @@ impl MMAudioGen {
                 }
             }
             self.cond.notify_all();
+        }
+    }
+
+    /// How many jobs at the front of the queue to take now, if any: one, or with
+    /// `batch-windows` > 1 (windows mode, upstream not live) the windows at the front once
+    /// there are `batch-windows` of them or the stream ends after them (an event, its end).
+    fn ready_jobs(shared: &Shared) -> Option<usize> {
+        let first = shared.jobs.front()?;
+        let batchable = |job: &Job| {
+            matches!(
+                job,
+                Job::Window {
+                    cfg: EngineConfig::Windows(_),
+                    ..
+                }
+            )
+        };
+        if shared.batch_windows <= 1 || shared.upstream_live || !batchable(first) {
+            return Some(1);
+        }
+        let windows = shared.jobs.iter().take_while(|j| batchable(j)).count();
+        if windows >= shared.batch_windows {
+            Some(shared.batch_windows)
+        } else if windows < shared.jobs.len() {
+            Some(windows)
+        } else {
+            None // more windows of this stream are coming
         }
     }
 
@@ -283,7 +314,23 @@ impl MMAudioGen {
                 (vec![0.0; span.generated as usize], Duration::ZERO)
             }
         };
-        self.post_window_message(&request, &span, rate, elapsed, skipped);
+        self.finish_window(&request, &span, cfg, rate, audio, elapsed, skipped)
+    }
+
+    /// A generated (or skipped) window's audio: the window message, the crossfade, and the
+    /// chunk to the source pad task.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_window(
+        &self,
+        request: &WindowRequest,
+        span: &WindowSpan,
+        cfg: EngineConfig,
+        rate: u32,
+        audio: Vec<f32>,
+        elapsed: Duration,
+        skipped: bool,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.post_window_message(request, span, rate, elapsed, skipped);
 
         let res = {
             let mut output = lock(&self.output);
@@ -294,7 +341,7 @@ impl MMAudioGen {
                 .assembler
                 .as_mut()
                 .expect("set above")
-                .push(&span, audio)
+                .push(span, audio)
         };
         match res {
             Ok(chunk) => {
@@ -313,6 +360,83 @@ impl MMAudioGen {
                 Err(gst::FlowError::Error)
             }
         }
+    }
+
+    /// Several windows of one stream (windows mode, `batch-windows`), generated as one
+    /// batch, then crossfaded and handed on in order. The window messages give each window
+    /// an equal share of the batch's time.
+    // `mmaudio::Error` is large (it carries paths and shapes); it is the generator's type.
+    #[allow(clippy::result_large_err)]
+    fn generate_batch(&self, jobs: Vec<Job>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let windows: Vec<(WindowRequest, WindowSpan, EngineConfig)> = jobs
+            .into_iter()
+            .filter_map(|job| match job {
+                Job::Window { request, span, cfg } => Some((request, span, cfg)),
+                _ => None,
+            })
+            .collect();
+        let (generator, info) = self.wait_for_model()?;
+        if windows[0].1.index == 0 {
+            lock(&generator).reset();
+            lock(&self.output).continuity_lost = false;
+        }
+        let requests: Vec<WindowRequest> = windows.iter().map(|w| w.0.clone()).collect();
+        let (first, last) = (requests[0].index, requests[requests.len() - 1].index);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Generating windows {first} to {last} as one batch"
+        );
+        let started = Instant::now();
+        let res = panic::catch_unwind(AssertUnwindSafe(|| {
+            lock(&generator).generate_many(&requests, &self.cancel)
+        }));
+        let elapsed = started.elapsed();
+        if self.cancel.is_cancelled() {
+            return Err(gst::FlowError::Flushing);
+        }
+        let audio = match res {
+            Ok(Ok(audio)) if audio.len() == windows.len() => audio,
+            Ok(Ok(audio)) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    (
+                        "Generating windows {first} to {last}: the generator gave {} windows \
+                         for {}",
+                        audio.len(),
+                        windows.len()
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+            Ok(Err(mmaudio::Error::Aborted)) => return Err(gst::FlowError::Flushing),
+            Ok(Err(err)) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Generating windows {first} to {last} failed: {err}")
+                );
+                return Err(gst::FlowError::Error);
+            }
+            Err(panic) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    (
+                        "The generator panicked on windows {first} to {last}: {}",
+                        panic_message(panic.as_ref())
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let each = elapsed / windows.len() as u32;
+        for ((request, span, cfg), audio) in windows.into_iter().zip(audio) {
+            self.check_budget(request.index, each);
+            self.finish_window(&request, &span, cfg, info.rate, audio, each, false)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     /// Run the generator on one window: its audio and the wall time it took, or `None` when
