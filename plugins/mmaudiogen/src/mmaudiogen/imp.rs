@@ -77,7 +77,30 @@
 //! | `processing-time` | GstClockTime | wall time the generator took for the window |
 //! | `last` | bool | the stream's last window (planned at EOS or a drain) |
 //!
+//! While a window is generated the element also posts `mmaudiogen-progress` ELEMENT
+//! messages, so a progress display can move within a window (a window takes minutes on a
+//! CPU):
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `index` | u64 | window number in the stream |
+//! | `stage` | string | `features` (video and text encoders), `sampling` or `decoding` (VAE and vocoder) |
+//! | `step` | u32 | sampler steps done (`sampling`; 0 otherwise) |
+//! | `steps` | u32 | sampler steps of the window (`num-steps`) |
+//!
 //! The model load is reported with PROGRESS messages (see above).
+//!
+//! ## Stopping early
+//!
+//! EOS drains: every window the element holds frames for is generated (up to
+//! `max-in-flight` + 1 windows). To stop sooner, emit the action signal
+//! `stop-after-window` (no arguments): the stream then ends after the window being
+//! generated — windows queued behind it are dropped, later frames are refused (`chain`
+//! returns EOS, so upstream stops), that window's audio is output in full (no fade-out) and
+//! EOS is pushed; a later EOS from upstream is absorbed. The signal returns the pts at which
+//! the audio will end (`GstClockTime`), or `GST_CLOCK_TIME_NONE` when no window has been
+//! generated or is being generated (the stream then ends without audio). A flush or a
+//! READY→PAUSED change starts over. `mmaudio generate` uses it for Ctrl-C and SIGTERM.
 //!
 //! ## Example
 //!
@@ -106,6 +129,7 @@ use std::time::{Duration, Instant};
 
 use super::{GeneratorFactory, ModelPrecision, ModelVariant};
 
+mod control;
 mod loader;
 mod settings;
 mod sink;
@@ -169,6 +193,9 @@ enum Job {
     },
     /// End of a stream (EOS or drain): flush the last samples.
     End { total: u64 },
+    /// `stop-after-window`: output the held tail of the last window generated, then
+    /// nothing more of this stream.
+    Finish,
 }
 
 /// Shared between the streaming thread, the worker and the loader (with `cond`).
@@ -183,6 +210,10 @@ struct Shared {
     model: Model,
     load_id: u64,
     upstream_live: bool,
+    /// The window the worker is generating (for `stop-after-window`).
+    current: Option<WindowSpan>,
+    /// `stop-after-window` was emitted: the stream ends after the current window.
+    finished: bool,
 }
 
 impl Default for Shared {
@@ -196,6 +227,8 @@ impl Default for Shared {
             model: Model::None,
             load_id: 0,
             upstream_live: false,
+            current: None,
+            finished: false,
         }
     }
 }
@@ -208,6 +241,9 @@ struct Output {
     rate: Option<u32>,
     discont: bool,
     late_warned: bool,
+    /// The last window pushed while the assembler holds its tail (for
+    /// `stop-after-window`); cleared when the stream ends.
+    held: Option<WindowSpan>,
 }
 
 impl Default for Output {
@@ -217,6 +253,7 @@ impl Default for Output {
             rate: None,
             discont: true,
             late_warned: false,
+            held: None,
         }
     }
 }
@@ -338,6 +375,11 @@ impl ObjectSubclass for MMAudioGen {
 }
 
 impl ObjectImpl for MMAudioGen {
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(control::signals);
+        SIGNALS.as_ref()
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::param_specs);
         PROPERTIES.as_ref()
@@ -443,6 +485,8 @@ impl ElementImpl for MMAudioGen {
                 shared.jobs.clear();
                 shared.windows = 0;
                 shared.upstream_live = false;
+                shared.current = None;
+                shared.finished = false;
             }
             gst::StateChange::ReadyToNull => {
                 let mut shared = lock(&self.shared);

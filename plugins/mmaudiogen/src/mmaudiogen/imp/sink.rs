@@ -11,6 +11,10 @@ impl MMAudioGen {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         gst::log!(CAT, obj = pad, "Handling buffer {buffer:?}");
         self.current_flow()?;
+        if lock(&self.shared).finished {
+            // stop-after-window: nothing more of this stream.
+            return Err(gst::FlowError::Eos);
+        }
         let (_, rate, prepare) = self.wait_for_model()?;
         let settings = lock(&self.settings).clone();
 
@@ -237,6 +241,11 @@ impl MMAudioGen {
                 }
                 self.enqueue(Job::Event(event)).is_ok()
             }
+            EventView::Eos(_) if lock(&self.shared).finished => {
+                // stop-after-window already ended the stream (and queued its EOS).
+                gst::debug!(CAT, imp = self, "EOS after stop-after-window: absorbed");
+                true
+            }
             EventView::Eos(_) => {
                 let mut state = lock(&self.state);
                 let planned = state
@@ -328,6 +337,14 @@ impl MMAudioGen {
                 Err(err) if err != gst::FlowError::Eos => return Err(err),
                 _ => {}
             }
+            if shared.finished {
+                // stop-after-window: nothing more of this stream goes downstream (events
+                // are accepted and dropped, data is refused).
+                return match job {
+                    Job::Event(_) => Ok(()),
+                    _ => Err(gst::FlowError::Eos),
+                };
+            }
             if !is_window || shared.windows < shared.max_in_flight {
                 break;
             }
@@ -406,6 +423,8 @@ impl MMAudioGen {
         let mut shared = lock(&self.shared);
         shared.jobs.clear();
         shared.windows = 0;
+        shared.current = None;
+        shared.finished = false;
         shared.flushing = false;
         shared.flow = Ok(gst::FlowSuccess::Ok);
         self.cancel.reset();
@@ -429,6 +448,7 @@ impl MMAudioGen {
             }
             output.discont = true;
             output.late_warned = false;
+            output.held = None;
         }
         let mut shared = lock(&self.shared);
         shared.jobs.clear();

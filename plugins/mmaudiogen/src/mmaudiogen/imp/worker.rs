@@ -23,6 +23,9 @@ impl MMAudioGen {
                     return;
                 }
                 if let Some(job) = shared.jobs.pop_front() {
+                    if let Job::Window { span, .. } = &job {
+                        shared.current = Some(*span);
+                    }
                     break job;
                 }
                 shared = self
@@ -36,6 +39,7 @@ impl MMAudioGen {
         let mut shared = lock(&self.shared);
         if is_window {
             shared.windows = shared.windows.saturating_sub(1);
+            shared.current = None;
         }
         self.cond.notify_all();
         if let Err(err) = res {
@@ -67,10 +71,12 @@ impl MMAudioGen {
                 Ok(gst::FlowSuccess::Ok)
             }
             Job::Window { request, span, cfg } => self.generate_window(request, span, cfg),
+            Job::Finish => self.finish_stream(),
             Job::End { total } => {
                 let rate = self.ensure_caps()?;
                 let res = {
                     let mut output = lock(&self.output);
+                    output.held = None;
                     match output.assembler.as_mut() {
                         Some(a) => a.finish(total).map(Some),
                         None if total == 0 => Ok(None),
@@ -146,8 +152,9 @@ impl MMAudioGen {
             request.params.prompt
         );
         let started = Instant::now();
+        let cancel = self.progress_cancel(request.index, request.params.num_steps);
         let res = panic::catch_unwind(AssertUnwindSafe(|| {
-            lock(&generator).generate(&request, &self.cancel)
+            lock(&generator).generate(&request, &cancel)
         }));
         let elapsed = started.elapsed();
         if self.cancel.is_cancelled() {
@@ -192,11 +199,13 @@ impl MMAudioGen {
             if span.index == 0 || output.assembler.is_none() {
                 output.assembler = Some(Assembler::new(cfg));
             }
-            output
+            let res = output
                 .assembler
                 .as_mut()
                 .expect("set above")
-                .push(&span, audio)
+                .push(&span, audio);
+            output.held = (res.is_ok() && !span.last).then_some(span);
+            res
         };
         match res {
             Ok(chunk) => self.push_chunk(chunk, rate),
