@@ -30,7 +30,9 @@ set -euo pipefail
 : "${MMAUDIO_MODEL_DIR:?set MMAUDIO_MODEL_DIR to the model folder (mmaudio fetch-weights)}"
 MMAUDIO=${MMAUDIO:-mmaudio}
 
-# exec: mmaudio itself receives Slurm's SIGTERM.
+# exec: mmaudio itself receives Slurm's SIGTERM. MMAUDIO_ARGS: more options, split on
+# spaces (e.g. "--num-steps 12 --original-audio mix").
+# shellcheck disable=SC2086
 exec "$MMAUDIO" generate --manifest "$MANIFEST" --output-dir "$OUT_DIR" \
     --variant "${MMAUDIO_VARIANT:-large_44k_v2}" --device "${MMAUDIO_DEVICE:-auto}" \
     --no-progress ${MMAUDIO_ARGS:-}

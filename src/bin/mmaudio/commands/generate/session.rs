@@ -113,16 +113,17 @@ pub fn run(
             }
             control.clip_at.fetch_min(end, Ordering::SeqCst);
             let origin = control.first_pts.load(Ordering::SeqCst);
-            let shown = if origin == u64::MAX {
-                end
-            } else {
-                end.saturating_sub(origin)
-            };
+            let origin = if origin == u64::MAX { 0 } else { origin };
+            // The window that ends there (the one being generated, or the last one done).
+            let (w, h) = (
+                opts.window_ms as u64 * 1_000_000,
+                (opts.window_ms.saturating_sub(opts.overlap_ms) as u64).max(1) * 1_000_000,
+            );
+            let last = 1 + end.saturating_sub(origin).saturating_sub(w).div_ceil(h);
             progress.say(&format!(
-                "{sig}: finishing window {} and closing the file at {:.2} s (again to abort \
+                "{sig}: closing the file after window {last}, at {:.2} s (again to abort \
                  without output)",
-                progress.windows_done() + 1,
-                shown as f64 / 1e9
+                end.saturating_sub(origin) as f64 / 1e9
             ));
             stats.ending = Ending::Stopped { end_ns: end };
         }
@@ -189,6 +190,10 @@ pub fn run(
             }
             _ => {}
         }
+    }
+    // A second signal that came while the stream was closing still means "abort".
+    if signals::count() >= 2 {
+        stats.ending = Ending::Aborted;
     }
     stats.wall_s = started.elapsed().as_secs_f64();
     Ok(stats)
