@@ -204,11 +204,6 @@ impl Progress {
         }
     }
 
-    /// Windows generated so far.
-    pub fn windows_done(&self) -> u64 {
-        self.done
-    }
-
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
