@@ -2,7 +2,8 @@
 # Live preview: show a camera (or a live test pattern) and play the generated soundtrack
 # in sync with it.
 #
-# Usage: live-preview.sh [--test | DEVICE]     (DEVICE defaults to /dev/video0)
+# Usage: live-preview.sh [--test | DEVICE]     (DEVICE defaults to /dev/video0;
+#        -h, --help: this text)
 #
 # Both branches are delayed by the pipeline latency, which mmaudiogen reports as
 # upstream + window-duration + one frame + processing-latency: with the defaults about
@@ -12,8 +13,8 @@
 # NUM_BUFFERS (--test only: stop after that many frames), and pipelines/common.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+handle_usage 0 1 "$@"
 case "${1:-/dev/video0}" in
-    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
     --test) SRC=(videotestsrc is-live=true pattern=ball "num-buffers=${NUM_BUFFERS:--1}"
                  ! "video/x-raw,width=320,height=240,framerate=25/1") ;;
     *) SRC=(v4l2src "device=${1:-/dev/video0}") ;;

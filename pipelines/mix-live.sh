@@ -3,22 +3,22 @@
 # is mixed under the live sound with audiomixer and played with the video, all in sync.
 #
 # Usage: mix-live.sh [--test | VIDEO_DEVICE [AUDIO_DEVICE]]
-#                    (defaults /dev/video0 and the default microphone)
+#        (defaults /dev/video0 and the default microphone; -h, --help: this text)
 #
 # The new soundtrack passes a volume element at MMAUDIO_MIX_GAIN_DB (default -6 dB) and
 # meets the live sound in audiomixer. mmaudiogen reports its latency (window-duration +
-# one frame + processing-latency, ≈10 s with the defaults): the sinks delay everything by
-# that much, so the live sound and the video wait in unbounded queues (≈ latency × their
-# rate: a few MB of audio, scaled-down video) until the soundtrack for the same instant
-# is there. Shorter delay: MMAUDIO_WINDOW_MS=2000 MMAUDIO_OVERLAP_MS=500 and a
-# processing-latency the device can meet. More environment: VIDEO_SINK (autovideosink),
-# AUDIO_SINK (autoaudiosink), NUM_BUFFERS (--test: stop after that many video frames),
-# and pipelines/common.sh. `mmaudio generate --original-audio mix` does the same offline.
+# one frame + processing-latency, about 10 s with the defaults): the sinks delay
+# everything by that much, so the live sound and the video wait in unbounded queues
+# (latency times their rate: a few MB of audio, scaled-down video) until the soundtrack
+# for the same instant is there. Shorter delay: MMAUDIO_WINDOW_MS=2000
+# MMAUDIO_OVERLAP_MS=500 and a processing-latency the device can meet. More environment:
+# VIDEO_SINK (autovideosink), AUDIO_SINK (autoaudiosink), NUM_BUFFERS (--test: stop after
+# that many video frames), and pipelines/common.sh. `mmaudio generate --original-audio
+# mix` does the same for files.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+handle_usage 0 2 "$@"
 case "${1:-/dev/video0}" in
-    -h | --help) usage; exit 0 ;;
     --test)
         n=${NUM_BUFFERS:--1}
         # 25 fps video; 1920-sample buffers at 48 kHz = 25 per second, so both stop together

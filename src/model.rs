@@ -26,7 +26,7 @@ use crate::features::frames::plan_frames;
 use crate::features::preprocess;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
 use crate::features::tokenizer::ClipTokenizer;
-use crate::generator::{AudioGenerator, LoadOptions};
+use crate::generator::{AudioGenerator, LoadOptions, ModelInfo};
 use crate::model_dir::{Component, ModelDir, ResolvedFile};
 use crate::net::MmAudioNet;
 use crate::request::{Cancel, Stage, VideoFrame, WindowRequest};
@@ -53,6 +53,10 @@ pub struct MmAudio {
     pub decoder: AudioDecoder,
     pub clip: Clip,
     pub synchformer: Synchformer,
+    /// What the device is called in messages (`cpu`, `cuda:0`).
+    pub device_name: String,
+    /// A note on the weights (the manifest's, e.g. for a tiny random test model).
+    pub note: Option<String>,
     text_cache: Mutex<VecDeque<(String, Tensor)>>,
     /// Timings of the last window, seconds (features, sampling, decoding).
     pub last_timings: Mutex<Option<WindowTimings>>,
@@ -208,6 +212,12 @@ impl MmAudio {
             decoder,
             clip,
             synchformer,
+            device_name: match device {
+                Device::Cpu => "cpu".into(),
+                Device::Cuda(_) => "cuda".into(),
+                Device::Metal(_) => "metal".into(),
+            },
+            note: None,
             text_cache: Mutex::new(VecDeque::new()),
             last_timings: Mutex::new(None),
         };
@@ -398,6 +408,19 @@ impl AudioGenerator for MmAudio {
     fn wants_prepared_frames(&self) -> bool {
         true
     }
+    fn describe(&self) -> ModelInfo {
+        let mut name = format!("MMAudio {}", self.variant);
+        if let Some(note) = &self.note {
+            name += &format!(" ({note})");
+        }
+        ModelInfo {
+            name,
+            variant: Some(self.variant),
+            sample_rate: self.sample_rate(),
+            device: Some(self.device_name.clone()),
+            precision: Some(format!("{:?}", self.dtype).to_lowercase()),
+        }
+    }
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>> {
         self.generate_window(req, cancel, None)
     }
@@ -417,12 +440,23 @@ pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
     Ok(Box::new(load(opts, &mut |_| {})?))
 }
 
-/// Load the generator described by element/CLI options.
+/// Load the generator described by element/CLI options: the variant as
+/// [`ModelDir::choose_variant`] decides, on the device and in the precision they ask for
+/// (`auto` resolved; the result's `device_name` and `dtype` say what was chosen).
 pub fn load(opts: &LoadOptions, progress: &mut dyn FnMut(&str)) -> Result<MmAudio> {
     let dir = ModelDir::open(&opts.model_dir)?;
+    let variant = dir.choose_variant(opts.variant)?;
     let device = crate::device::select_device(&opts.device)?;
     let dtype = crate::device::select_dtype(&opts.precision, &device)?;
-    MmAudio::load(&dir, opts.variant, &device, dtype, progress)
+    let mut model = MmAudio::load(&dir, variant, &device, dtype, progress)?;
+    model.device_name = crate::device::device_name(&opts.device, &device);
+    model.note = dir.manifest.as_ref().and_then(|m| {
+        m.description
+            .as_deref()
+            .filter(|d| d.contains("test model"))
+            .map(|_| "tiny random test model: noise".to_string())
+    });
+    Ok(model)
 }
 
 #[cfg(test)]
@@ -437,6 +471,30 @@ mod tests {
         };
         let e = load_generator(&opts).err().unwrap().to_string();
         assert!(e.contains("/nonexistent/mmaudio-models"), "{e}");
+        // the test model's manifest names small_16k: that is what loads and is reported,
+        // and a contradicting request is refused
+        let dir = std::env::temp_dir().join(format!("mmaudio-model-load-{}", std::process::id()));
+        crate::test_model::write_test_model(&dir, Mode::Khz16, 3).unwrap();
+        let opts = LoadOptions {
+            model_dir: dir.clone(),
+            device: "auto".into(),
+            ..Default::default()
+        };
+        let info = load_generator(&opts).unwrap().describe();
+        assert_eq!(info.variant, Some(Variant::Small16k));
+        assert_eq!(
+            info.to_string(),
+            "MMAudio small_16k (tiny random test model: noise), 16000 Hz, on cpu in f32"
+        );
+        let e = load_generator(&LoadOptions {
+            variant: Some(Variant::Large44kV2),
+            ..opts
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("not the requested large_44k_v2"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
         let e = load_generator(&LoadOptions::default())
             .err()
             .unwrap()

@@ -53,7 +53,7 @@ fn generate(dir: &Path, mode: Mode, precision: &str) -> (Vec<f32>, u32) {
     };
     let mut g = load_generator(&LoadOptions {
         model_dir: dir.to_path_buf(),
-        variant,
+        variant: Some(variant),
         device: "cpu".into(),
         precision: precision.into(),
     })

@@ -17,6 +17,7 @@ use crate::audio_decoder::AudioDecoder;
 use crate::config::Variant;
 use crate::error::{Error, Result};
 use crate::features::clip::{Clip, ClipConfig, ClipText, ClipVision};
+use crate::features::pixels::RawFrame;
 use crate::features::preprocess::prepare_frame;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
 use crate::model::{MmAudio, WindowTimings};
@@ -360,7 +361,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
             let src = &frames[i % frames.len()];
             let t = Instant::now();
             let prepared = if prepare {
-                Some(Arc::new(prepare_frame(w, h, &src.data)?))
+                Some(Arc::new(prepare_frame(&RawFrame::rgb(w, h, &src.data))?))
             } else {
                 None
             };

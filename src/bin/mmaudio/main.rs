@@ -49,8 +49,9 @@ enum Cmd {
     /// the original video stream (not re-encoded) with the new soundtrack.
     #[cfg(feature = "gst")]
     Generate(generate::GenerateArgs),
-    /// Run one window through the generator and draw its video frames above the log-mel
-    /// spectrogram of the generated audio (PNG), e.g. docs/spectrogram.png.
+    /// Draw a soundtrack as a PNG: the video's frames above the log-mel spectrogram of the
+    /// audio, with time (s), frequency (Hz) and level (dB) scales and a title, e.g.
+    /// docs/spectrogram.png (made from the output of `mmaudio generate`).
     #[cfg(feature = "gst")]
     Spectrogram(spectrogram::SpectrogramArgs),
 }

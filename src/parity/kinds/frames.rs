@@ -113,7 +113,9 @@ pub fn run_frame_preprocess(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     let prepared: Vec<VideoFrame> = frames
         .iter()
         .map(|f| -> Result<VideoFrame> {
-            let p = crate::features::preprocess::prepare_frame(f.width, f.height, &f.data)?;
+            let p = crate::features::preprocess::prepare_frame(
+                &crate::features::pixels::RawFrame::rgb(f.width, f.height, &f.data),
+            )?;
             Ok(VideoFrame {
                 data: Arc::new(Vec::new()),
                 prepared: Some(Arc::new(p)),

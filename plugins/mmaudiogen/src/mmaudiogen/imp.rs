@@ -1,8 +1,10 @@
 //! # mmaudiogen
 //!
-//! Generates a synchronized soundtrack (Foley) for a video stream with MMAudio: raw RGB
-//! video in, mono 32-bit float audio out at the model's rate (16 000 Hz for `small-16k`,
-//! 44 100 Hz for the other variants).
+//! Generates a synchronized soundtrack (Foley) for a video stream with MMAudio: raw video
+//! in as decoders produce it (I420, YV12, NV12, NV21, Y42B, Y444, GRAY8, the packed
+//! RGB/BGR family with or without alpha or padding, and the 10-bit I420_10LE, I422_10LE,
+//! Y444_10LE and P010_10LE), mono 32-bit float audio out at the
+//! model's rate (16 000 Hz for `small-16k`, 44 100 Hz for the other variants).
 //!
 //! The video is cut into windows of `window-duration` that start every
 //! `window-duration − overlap`; each window's frames (and the `prompt`) are turned into
@@ -16,17 +18,25 @@
 //!
 //! ## Threads and bounds
 //!
-//! The streaming thread copies each frame (packed RGB, stride removed), plans windows and
-//! queues them; at most `max-in-flight` windows are queued or being generated, beyond
+//! The streaming thread reads each frame in its own format, plans windows and queues them; at most `max-in-flight` windows are queued or being generated, beyond
 //! that the streaming thread blocks (backpressure), so memory is bounded for any length:
 //! one window of frames plus `max-in-flight` windows of requests. With the MMAudio
 //! generator each frame is resized on arrival, on the streaming thread, to the two sizes the
 //! model sees (384×384 for CLIP, 224×224 for Synchformer; ≈ 11 ms for a 1080p frame), so a
 //! window holds ≈ 0.6 MB per frame whatever the input size, and this work overlaps the
-//! generation of the previous window on the worker thread. (Generators that do not ask for
-//! prepared frames get the packed RGB frame as it arrived.)
+//! generation of the previous window on the worker thread. YUV and the other formats are
+//! converted to RGB row by row inside that resize, with the matrix and range of the caps'
+//! colorimetry (`mmaudio::features::pixels`): no full-size RGB copy is made. An interlaced
+//! frame (interlace-mode `interleaved`, or `mixed` with the INTERLACED buffer flag) is read
+//! as its first field in time (caps `field-order` or the TFF flag), stretched to the
+//! frame's height. (Generators that do not ask for prepared frames get the frame as packed
+//! RGB24.)
 //!
-//! Flow errors of the source pad are returned upstream from the next `chain`. FLUSH_START
+//! Flow errors of the source pad are returned upstream from the next `chain`; a fatal one
+//! (not-negotiated, not-linked, error) is first posted as an ERROR of this element saying
+//! why (e.g. `Downstream refused audio/x-raw rate=16000 (mono F32): add audioconvert !
+//! audioresample after mmaudiogen`), since the video may already have ended and no `chain`
+//! would carry it. FLUSH_START
 //! cancels the generator between sampler steps and returns at once; FLUSH_STOP resets
 //! everything and the next output buffer is flagged DISCONT. A new SEGMENT that differs
 //! from the current one (other than in position) drains the current stream first; EOS
@@ -36,7 +46,10 @@
 //! go to the generator as they are.
 //!
 //! The model is loaded on a separate thread started at READY→PAUSED (PROGRESS messages
-//! `start`/`complete`/`error`, code `load`); the first buffer waits for it. A failure
+//! `start`/`complete`/`error`, code `load`); the first buffer waits for it. `model-dir`
+//! unset means `$MMAUDIO_MODEL_DIR`, else `./models`; `variant=auto` (the default) loads
+//! what the folder holds, and a variant contradicting the folder's `mmaudio.json` is
+//! refused. A failure
 //! posts an ERROR naming the file and the reason, and the streaming thread returns a flow
 //! error. A loaded model is kept across PAUSED→READY→PAUSED when `model-dir`, `variant`,
 //! `device` and `precision` are unchanged, and released at READY→NULL.
@@ -77,6 +90,19 @@
 //! | `processing-time` | GstClockTime | wall time the generator took for the window |
 //! | `last` | bool | the stream's last window (planned at EOS or a drain) |
 //!
+//! When the model is loaded the element posts the PROGRESS `complete` message and an INFO
+//! message with one sentence (`Loaded MMAudio small_16k, 16000 Hz, on cpu in f32 from
+//! models in 9.8 s`) and an ELEMENT message `mmaudiogen-model`:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `name` | string | e.g. `MMAudio small_16k` |
+//! | `variant` | string | official spelling (`small_16k`), empty for custom generators |
+//! | `rate` | u32 | output sample rate |
+//! | `device` | string | device in use (`cpu`, `cuda:0`): what `device=auto` chose |
+//! | `precision` | string | `f32`, `f16` or `bf16`: what `precision=auto` chose |
+//! | `load-time` | GstClockTime | wall time of the load |
+//!
 //! While a window is generated the element also posts `mmaudiogen-progress` ELEMENT
 //! messages, so a progress display can move within a window (a window takes minutes on a
 //! CPU):
@@ -87,8 +113,6 @@
 //! | `stage` | string | `features` (video and text encoders), `sampling` or `decoding` (VAE and vocoder) |
 //! | `step` | u32 | sampler steps done (`sampling`; 0 otherwise) |
 //! | `steps` | u32 | sampler steps of the window (`num-steps`) |
-//!
-//! The model load is reported with PROGRESS messages (see above).
 //!
 //! ## Stopping early
 //!
@@ -105,8 +129,8 @@
 //! ## Example
 //!
 //! ```text
-//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! \
-//!     mmaudiogen model-dir=/models/mmaudio variant=small-16k prompt="footsteps on gravel" ! \
+//! gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! \
+//!     mmaudiogen model-dir=/models/mmaudio prompt="footsteps on gravel" ! \
 //!     audioconvert ! wavenc ! filesink location=foley.wav
 //! ```
 
@@ -138,7 +162,7 @@ mod worker;
 
 use settings::{DEFAULT_MAX_IN_FLIGHT, Settings};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "mmaudiogen",
         gst::DebugColorFlags::empty(),
@@ -411,7 +435,7 @@ impl ElementImpl for MMAudioGen {
                 "Converter/Video/Audio",
                 "Generates a synchronized soundtrack for a video stream with MMAudio \
                  (video + text to audio), in crossfaded windows",
-                "gst-mmaudio developers",
+                "gst-mmaudio developers <gst-mmaudio@users.noreply.github.com>",
             )
         });
         Some(&*METADATA)
@@ -420,7 +444,7 @@ impl ElementImpl for MMAudioGen {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let sink_caps = gst_video::VideoCapsBuilder::new()
-                .format(gst_video::VideoFormat::Rgb)
+                .format_list(sink::SINK_FORMATS)
                 .build();
             let src_caps = gst_audio::AudioCapsBuilder::new_interleaved()
                 .format(gst_audio::AUDIO_FORMAT_F32)
@@ -463,7 +487,7 @@ impl ElementImpl for MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Settings,
-                    ["Invalid window settings: {err}"]
+                    ("Invalid window settings: {err}")
                 );
                 return Err(gst::StateChangeError);
             }

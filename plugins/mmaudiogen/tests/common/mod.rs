@@ -175,6 +175,49 @@ pub fn element_with(
     element
 }
 
+/// Frames prepared on arrival, as a generator that asks for them saw them.
+pub type PreparedLog = Arc<Mutex<Vec<Arc<mmaudio::request::PreparedFrame>>>>;
+
+/// A generator that asks for frames prepared on arrival (as the MMAudio one does), records
+/// them and returns silence.
+pub struct PreparedFake {
+    rate: u32,
+    log: PreparedLog,
+}
+
+impl AudioGenerator for PreparedFake {
+    fn sample_rate(&self) -> u32 {
+        self.rate
+    }
+    fn wants_prepared_frames(&self) -> bool {
+        true
+    }
+    fn generate(&mut self, req: &WindowRequest, _cancel: &Cancel) -> mmaudio::Result<Vec<f32>> {
+        let mut log = self.log.lock().unwrap();
+        for f in &req.frames {
+            log.push(f.prepared.clone().expect("frames are prepared on arrival"));
+        }
+        Ok(vec![0.0; req.num_samples(self.rate)])
+    }
+}
+
+/// A `mmaudiogen` whose generator is a [`PreparedFake`].
+pub fn element_prepared(rate: u32, log: &PreparedLog) -> gst::Element {
+    init();
+    let element = gst::ElementFactory::make("mmaudiogen").build().unwrap();
+    let log = log.clone();
+    element
+        .downcast_ref::<gstmmaudio::MMAudioGen>()
+        .unwrap()
+        .set_generator_factory(move |_opts: &LoadOptions| {
+            Ok(Box::new(PreparedFake {
+                rate,
+                log: log.clone(),
+            }) as Box<dyn AudioGenerator>)
+        });
+    element
+}
+
 /// Expected output for [`Behaviour::Tone`] at output sample `s` of a stream starting at
 /// `origin_s`, with the element's window geometry (in samples).
 pub fn expected_tone(

@@ -11,6 +11,16 @@ pub(super) const DEFAULT_OVERLAP_MS: u32 = 1000;
 pub(super) const DEFAULT_MAX_IN_FLIGHT: u32 = 2;
 pub(super) const DEFAULT_PROCESSING_LATENCY_MS: u32 = 2000;
 
+/// The folder used when `model-dir` is not set: `$MMAUDIO_MODEL_DIR`, else `models` in the
+/// current directory (where `scripts/quickstart.sh` and `mmaudio fetch-weights --dir models`
+/// put the weights; the same default as `mmaudio generate`), so that
+/// `... ! decodebin ! mmaudiogen ! ...` works as typed.
+pub(super) fn default_model_dir() -> PathBuf {
+    std::env::var_os("MMAUDIO_MODEL_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("models"), PathBuf::from)
+}
+
 /// The properties.
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -67,8 +77,11 @@ impl Settings {
 
     pub(super) fn load_options(&self) -> LoadOptions {
         LoadOptions {
-            model_dir: PathBuf::from(self.model_dir.clone().unwrap_or_default()),
-            variant: self.variant.into(),
+            model_dir: match self.model_dir.as_deref() {
+                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+                _ => default_model_dir(),
+            },
+            variant: self.variant.requested(),
             device: self.device.clone(),
             precision: self.precision.as_str().into(),
         }
@@ -95,13 +108,20 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .nick("Model directory")
             .blurb(
                 "Folder with the MMAudio weight files (flow network, VAE, vocoder, \
-                 CLIP, Synchformer). Loaded at READY→PAUSED",
+                 CLIP, Synchformer), loaded at READY→PAUSED. Unset: $MMAUDIO_MODEL_DIR, \
+                 else ./models",
             )
             .mutable_ready()
             .build(),
         glib::ParamSpecEnum::builder_with_default("variant", d.variant)
             .nick("Variant")
-            .blurb("MMAudio checkpoint: small-16k outputs 16000 Hz, the others 44100 Hz")
+            .blurb(
+                "MMAudio checkpoint: auto = the one the model-dir holds (its mmaudio.json, \
+                 else the only flow network there, else large-44k-v2); small-16k outputs \
+                 16000 Hz, small-44k, medium-44k, large-44k and large-44k-v2 (the official \
+                 default) 44100 Hz. Official spellings (small_16k) work too. A variant that \
+                 contradicts the folder's mmaudio.json is refused",
+            )
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("device")

@@ -2,6 +2,131 @@
 //! (with backpressure), flushing.
 
 use super::*;
+use mmaudio::features::pixels::{Colorimetry, Field, Matrix, PixelFormat, Plane, Range, RawFrame};
+
+/// The raw video formats of the sink pad (what decoders output, and the RGB family).
+pub(super) const SINK_FORMATS: [gst_video::VideoFormat; 21] = {
+    use gst_video::VideoFormat as F;
+    [
+        F::I420,
+        F::Yv12,
+        F::Nv12,
+        F::Nv21,
+        F::Y42b,
+        F::Y444,
+        F::Rgb,
+        F::Bgr,
+        F::Rgbx,
+        F::Bgrx,
+        F::Xrgb,
+        F::Xbgr,
+        F::Rgba,
+        F::Bgra,
+        F::Argb,
+        F::Abgr,
+        F::Gray8,
+        F::I42010le,
+        F::I42210le,
+        F::Y44410le,
+        F::P01010le,
+    ]
+};
+
+fn pixel_format(format: gst_video::VideoFormat) -> Option<PixelFormat> {
+    use gst_video::VideoFormat as F;
+    Some(match format {
+        F::I420 => PixelFormat::I420,
+        F::Yv12 => PixelFormat::Yv12,
+        F::Nv12 => PixelFormat::Nv12,
+        F::Nv21 => PixelFormat::Nv21,
+        F::Y42b => PixelFormat::Y42b,
+        F::Y444 => PixelFormat::Y444,
+        F::Rgb => PixelFormat::Rgb,
+        F::Bgr => PixelFormat::Bgr,
+        F::Rgbx => PixelFormat::Rgbx,
+        F::Bgrx => PixelFormat::Bgrx,
+        F::Xrgb => PixelFormat::Xrgb,
+        F::Xbgr => PixelFormat::Xbgr,
+        F::Rgba => PixelFormat::Rgba,
+        F::Bgra => PixelFormat::Bgra,
+        F::Argb => PixelFormat::Argb,
+        F::Abgr => PixelFormat::Abgr,
+        F::Gray8 => PixelFormat::Gray8,
+        F::I42010le => PixelFormat::I42010le,
+        F::I42210le => PixelFormat::I42210le,
+        F::Y44410le => PixelFormat::Y44410le,
+        F::P01010le => PixelFormat::P01010le,
+        _ => return None,
+    })
+}
+
+/// The caps' colorimetry as the core library reads it. GstVideoInfo already fills in
+/// GStreamer's defaults when the caps say nothing (BT.601 up to 576 lines, BT.709 above,
+/// BT.2020 from 2160; limited range for YUV; MPEG-2 chroma siting above 576 lines).
+fn colorimetry(info: &gst_video::VideoInfo) -> Colorimetry {
+    use gst_video::{VideoChromaSite as Site, VideoColorMatrix as M, VideoColorRange as R};
+    let c = info.colorimetry();
+    let matrix = match c.matrix() {
+        M::Bt709 => Matrix::Bt709,
+        M::Bt2020 => Matrix::Bt2020,
+        M::Smpte240m => Matrix::Smpte240m,
+        M::Fcc => Matrix::Fcc,
+        M::Bt601 => Matrix::Bt601,
+        // unknown (or an RGB matrix on YUV caps): GStreamer's default by size
+        _ if info.height() > 576 => Matrix::Bt709,
+        _ => Matrix::Bt601,
+    };
+    let range = match c.range() {
+        R::Range0_255 => Range::Full,
+        R::Range16_235 => Range::Limited,
+        _ if info.format_info().is_gray() => Range::Full,
+        _ => Range::Limited,
+    };
+    let site = info.chroma_site();
+    // unknown siting: MPEG-2 (horizontally cosited), what most video codecs use
+    let unknown = site.is_empty();
+    Colorimetry {
+        matrix,
+        range,
+        chroma_h_cosited: unknown || site.contains(Site::H_COSITED),
+        chroma_v_cosited: site.contains(Site::V_COSITED),
+    }
+}
+
+/// Describe a mapped frame for the core library. An interlaced frame is read as its first
+/// field in time (see `mmaudio::features::pixels`).
+fn raw_frame<'a>(
+    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
+) -> Result<RawFrame<'a>, String> {
+    let info = frame.info();
+    let format = pixel_format(info.format())
+        .ok_or_else(|| format!("format {} is not supported", info.format().to_str()))?;
+    let mut planes = [Plane::default(); 3];
+    for (p, plane) in planes.iter_mut().enumerate().take(format.n_planes()) {
+        *plane = Plane {
+            data: frame
+                .plane_data(p as u32)
+                .map_err(|err| format!("plane {p}: {err}"))?,
+            stride: usize::try_from(frame.plane_stride()[p])
+                .map_err(|_| format!("plane {p} has a negative stride"))?,
+        };
+    }
+    let field = frame.is_interlaced().then(|| {
+        if frame.is_tff() {
+            Field::Top
+        } else {
+            Field::Bottom
+        }
+    });
+    Ok(RawFrame {
+        format,
+        width: info.width() as usize,
+        height: info.height() as usize,
+        planes,
+        colorimetry: colorimetry(info),
+        field,
+    })
+}
 
 impl MMAudioGen {
     pub(super) fn sink_chain(
@@ -23,7 +148,7 @@ impl MMAudioGen {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
-                ["Received a buffer before caps"]
+                ("Received a buffer before caps")
             );
             return Err(gst::FlowError::NotNegotiated);
         };
@@ -31,7 +156,7 @@ impl MMAudioGen {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
-                ["Received a video buffer without timestamp"]
+                ("Received a video buffer without timestamp")
             );
             return Err(gst::FlowError::Error);
         };
@@ -49,7 +174,7 @@ impl MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Settings,
-                    ["Invalid window settings: {err}"]
+                    ("Invalid window settings: {err}")
                 );
                 gst::FlowError::Error
             })?;
@@ -84,7 +209,9 @@ impl MMAudioGen {
         self.current_flow()
     }
 
-    /// Copy the RGB rows of a frame without the stride padding.
+    /// Read a frame in whatever raw format it came: with the MMAudio generator it is
+    /// converted and resized for the models right away (no full-size copy); other
+    /// generators get it as packed RGB24.
     pub(super) fn copy_frame(
         &self,
         buffer: &gst::Buffer,
@@ -93,51 +220,33 @@ impl MMAudioGen {
         duration: Option<gst::ClockTime>,
         prepare: bool,
     ) -> Result<TimedFrame, gst::FlowError> {
-        let map_error = |what: &str| {
+        let fail = |what: String| {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
-                [
-                    "Cannot read a {}x{} RGB frame from a buffer of {} bytes: {what}",
+                (
+                    "Cannot read a {}x{} {} frame from a buffer of {} bytes: {what}",
                     info.width(),
                     info.height(),
+                    info.format().to_str(),
                     buffer.size()
-                ]
+                )
             );
             gst::FlowError::Error
         };
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
-            .map_err(|_| map_error("mapping failed"))?;
-        let (width, height) = (frame.width() as usize, frame.height() as usize);
-        let row = width * 3;
-        let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
-        let src = frame
-            .plane_data(0)
-            .map_err(|_| map_error("no plane data"))?;
-        if stride < row || src.len() < stride * (height - 1) + row {
-            return Err(map_error("stride or size too small"));
-        }
-        let mut data = Vec::with_capacity(row * height);
-        for y in 0..height {
-            data.extend_from_slice(&src[y * stride..y * stride + row]);
-        }
-        // The MMAudio generator only needs the frame at its two model sizes: resize it now
-        // (once per frame, on the streaming thread, overlapping the worker's generation of
-        // the previous window) and keep ~0.6 MB instead of the full frame.
+            .map_err(|_| fail("mapping failed".into()))?;
+        let raw = raw_frame(&frame).map_err(fail)?;
+        let (width, height) = (raw.width, raw.height);
+        // The MMAudio generator only needs the frame at its two model sizes: convert and
+        // resize it now (once per frame, on the streaming thread, overlapping the worker's
+        // generation of the previous window) and keep ~0.6 MB instead of the full frame.
         let (data, prepared) = if prepare {
-            let p = mmaudio::features::preprocess::prepare_frame(width, height, &data).map_err(
-                |err| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Format,
-                        ["Cannot prepare a {width}x{height} frame: {err}"]
-                    );
-                    gst::FlowError::Error
-                },
-            )?;
+            let p = mmaudio::features::preprocess::prepare_frame(&raw)
+                .map_err(|err| fail(err.to_string()))?;
             (Vec::new(), Some(Arc::new(p)))
         } else {
-            (data, None)
+            (raw.to_rgb24().map_err(|err| fail(err.to_string()))?, None)
         };
         Ok(TimedFrame {
             pts: pts.nseconds(),
@@ -175,6 +284,25 @@ impl MMAudioGen {
                 ret
             }
             EventView::Caps(c) => match gst_video::VideoInfo::from_caps(c.caps()) {
+                Ok(info)
+                    if matches!(
+                        info.interlace_mode(),
+                        gst_video::VideoInterlaceMode::Alternate
+                            | gst_video::VideoInterlaceMode::Fields
+                    ) =>
+                {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Negotiation,
+                        (
+                            "mmaudiogen takes whole frames, not one field per buffer \
+                             (interlace-mode={}): put deinterlace before it",
+                            info.interlace_mode().to_str()
+                        ),
+                        ["caps {}", c.caps()]
+                    );
+                    false
+                }
                 Ok(info) => {
                     let fps = info.fps();
                     let frame_duration = (fps.numer() > 0 && fps.denom() > 0).then(|| {
@@ -197,7 +325,7 @@ impl MMAudioGen {
                     gst::element_imp_error!(
                         self,
                         gst::CoreError::Negotiation,
-                        ["Invalid video caps {}: {err}", c.caps()]
+                        ("Invalid video caps {}: {err}", c.caps())
                     );
                     false
                 }
@@ -209,10 +337,10 @@ impl MMAudioGen {
                         gst::element_imp_error!(
                             self,
                             gst::StreamError::Format,
-                            [
+                            (
                                 "Only TIME segments are supported, got a {:?} segment",
                                 segment.format()
-                            ]
+                            )
                         );
                         return false;
                     }
@@ -397,7 +525,7 @@ impl MMAudioGen {
                     gst::element_imp_error!(
                         self,
                         gst::CoreError::StateChange,
-                        ["No model is being loaded"]
+                        ("No model is being loaded")
                     );
                     return Err(gst::FlowError::Error);
                 }
@@ -447,7 +575,7 @@ impl MMAudioGen {
                 a.reset();
             }
             output.discont = true;
-            output.late_warned = false;
+            // `late_warned` stays: the WARNING said further late windows are only logged
             output.held = None;
         }
         let mut shared = lock(&self.shared);

@@ -92,7 +92,7 @@ impl MMAudioGen {
                         gst::element_imp_error!(
                             self,
                             gst::StreamError::Failed,
-                            ["Window bookkeeping failed: {err}"]
+                            ("Window bookkeeping failed: {err}")
                         );
                         Err(gst::FlowError::Error)
                     }
@@ -110,25 +110,78 @@ impl MMAudioGen {
             return Ok(rate);
         }
         let (_, rate, _) = self.wait_for_model()?;
-        let caps = gst_audio::AudioCapsBuilder::new_interleaved()
-            .format(gst_audio::AUDIO_FORMAT_F32)
-            .rate(rate as i32)
-            .channels(1)
-            .build();
+        let caps = audio_caps(rate);
         gst::debug!(CAT, imp = self, "Output caps {caps}");
         if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
             if self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING) {
                 return Err(gst::FlowError::Flushing);
             }
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ["Downstream does not accept {caps}"]
-            );
-            return Err(gst::FlowError::NotNegotiated);
+            return self.downstream_flow(Err(gst::FlowError::NotNegotiated), &caps);
         }
         lock(&self.output).rate = Some(rate);
         Ok(rate)
+    }
+
+    /// A flow return of downstream on the source pad. A fatal one (not-negotiated,
+    /// not-linked, error) is posted as an ERROR of this element that says why, before the
+    /// task pauses: the streaming thread may already have seen EOS, so nobody else would.
+    pub(super) fn downstream_flow<T>(
+        &self,
+        res: Result<T, gst::FlowError>,
+        caps: &gst::Caps,
+    ) -> Result<T, gst::FlowError> {
+        let err = match res {
+            Ok(v) => return Ok(v),
+            Err(err) => err,
+        };
+        if matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos)
+            || lock(&self.shared).flushing
+        {
+            return Err(err);
+        }
+        let described = caps
+            .structure(0)
+            .map(|s| {
+                let rate = s.get::<i32>("rate").unwrap_or_default();
+                format!("audio/x-raw rate={rate} (mono F32)")
+            })
+            .unwrap_or_else(|| caps.to_string());
+        match err {
+            gst::FlowError::NotNegotiated => {
+                let accepted = self
+                    .srcpad
+                    .peer_query_caps(None)
+                    .to_string()
+                    .replace("audio/x-raw, ", "");
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("Downstream refused {described}: add audioconvert ! \
+                         audioresample after mmaudiogen"),
+                    ["offered {caps}; downstream accepts {accepted}"]
+                );
+            }
+            gst::FlowError::NotLinked => {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Pad,
+                    ("The src pad is not linked: nothing takes the generated audio"),
+                    ["pushing {described} returned not-linked"]
+                );
+            }
+            other => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    (
+                        "Downstream stopped taking the generated audio ({})",
+                        flow_name(other)
+                    ),
+                    ["pushing {described} returned {other:?}"]
+                );
+            }
+        }
+        Err(err)
     }
 
     // `mmaudio::Error` is large (it carries paths and shapes); it is the generator's type.
@@ -168,7 +221,7 @@ impl MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
-                    ["Generating window {} failed: {err}", request.index]
+                    ("Generating window {} failed: {err}", request.index)
                 );
                 return Err(gst::FlowError::Error);
             }
@@ -176,11 +229,11 @@ impl MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
-                    [
+                    (
                         "The generator panicked on window {}: {}",
                         request.index,
                         panic_message(panic.as_ref())
-                    ]
+                    )
                 );
                 return Err(gst::FlowError::Error);
             }
@@ -213,7 +266,7 @@ impl MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
-                    ["Window {}: {err}", request.index]
+                    ("Window {}: {err}", request.index)
                 );
                 Err(gst::FlowError::Error)
             }
@@ -278,7 +331,8 @@ impl MMAudioGen {
                     if live {
                         ""
                     } else {
-                        " (further late windows are only logged)"
+                        " (further late windows are only logged, in the mmaudiogen debug \
+                         category at INFO level, until the element goes back to READY)"
                     }
                 ]
             );
@@ -325,6 +379,29 @@ impl MMAudioGen {
             }
         }
         gst::log!(CAT, imp = self, "Pushing {buffer:?}");
-        self.srcpad.push(buffer)
+        let res = self.srcpad.push(buffer);
+        self.downstream_flow(res, &audio_caps(rate))
+    }
+}
+
+/// The caps of the output at `rate`.
+pub(super) fn audio_caps(rate: u32) -> gst::Caps {
+    gst_audio::AudioCapsBuilder::new_interleaved()
+        .format(gst_audio::AUDIO_FORMAT_F32)
+        .rate(rate as i32)
+        .channels(1)
+        .build()
+}
+
+/// The name GStreamer gives a flow return (`gst_flow_get_name`).
+fn flow_name(err: gst::FlowError) -> &'static str {
+    match err {
+        gst::FlowError::NotLinked => "not-linked",
+        gst::FlowError::Flushing => "flushing",
+        gst::FlowError::Eos => "eos",
+        gst::FlowError::NotNegotiated => "not-negotiated",
+        gst::FlowError::Error => "error",
+        gst::FlowError::NotSupported => "not-supported",
+        _ => "custom error",
     }
 }

@@ -281,9 +281,8 @@ fn resolve_model(dir: &Path, wanted: Option<Variant>) -> Result<Variant> {
         );
     }
     let md = ModelDir::open(dir)?;
-    let variant = wanted
-        .or_else(|| md.manifest.as_ref().and_then(|m| m.variant))
-        .unwrap_or(DEFAULT_VARIANT);
+    // What the folder holds wins; a contradicting request is refused (ModelDir says why).
+    let variant = md.choose_variant(wanted)?;
     if let Err(e) = md.resolve_all(variant) {
         bail!(
             "model folder {} is incomplete for {variant}: {e}",
@@ -390,6 +389,8 @@ struct Finished {
     first_pts: Option<u64>,
     /// Rate and channels written.
     written: (u32, u32),
+    /// What the element says it loaded (`MMAudio small_16k, 16000 Hz, on cpu in f32`).
+    model: Option<String>,
 }
 
 /// Configure the (kept) generator for a job.
@@ -558,6 +559,7 @@ fn run_job(
     let written = written_format(&built.pipeline, &kind);
     session::teardown(&built.pipeline, generator);
     let stats = result?;
+    let model = stats.model.clone();
     let c = &built.control;
     let samples = c.samples.load(Ordering::Relaxed);
     let model_rate = c.rate.load(Ordering::Relaxed) as u32;
@@ -586,6 +588,7 @@ fn run_job(
         model_rate,
         first_pts: (first != u64::MAX).then_some(first),
         written: written.unwrap_or((model_rate, 1)),
+        model,
     })
 }
 
@@ -740,6 +743,7 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
     let show_bar = !a.no_progress && std::io::stderr().is_terminal();
     let log_interval = Duration::from_secs_f64(a.log_interval);
     let mut single_error: Option<anyhow::Error> = None;
+    let mut loaded: Option<(Variant, String)> = None;
     let n = mine.len();
     for (k, (_, job)) in mine.iter().enumerate() {
         if signals::count() > 0 {
@@ -785,7 +789,17 @@ pub fn run(a: GenerateArgs) -> Result<i32> {
         );
         progress.finish();
         match result {
-            Ok(f) => {
+            Ok(mut f) => {
+                // The element (kept across files) says what it loaded only when it loads.
+                match &f.model {
+                    Some(m) => loaded = Some((variant, m.clone())),
+                    None => {
+                        f.model = loaded
+                            .as_ref()
+                            .filter(|(v, _)| *v == variant)
+                            .map(|(_, m)| m.clone())
+                    }
+                }
                 fill_report(report, &f);
                 print_result(&prefix, job, &f, report, batch);
             }
@@ -857,6 +871,7 @@ fn fill_report(r: &mut FileReport, f: &Finished) {
     r.processing_s = Some(f.stats.wall_s);
     r.real_time_factor = (secs > 0.0).then(|| f.stats.wall_s / secs);
     r.load_s = f.stats.load_s;
+    r.model = f.model.clone();
     if f.stats.ending == Ending::Aborted {
         r.error = Some("stopped by a signal before the file was complete: nothing written".into());
         r.duration_s = None;
@@ -899,7 +914,7 @@ fn print_result(prefix: &str, job: &Job, f: &Finished, r: &FileReport, batch: bo
             f.model_rate,
             f.samples,
             f.stats.windows,
-            r.variant,
+            r.model.as_deref().unwrap_or(r.variant.as_str()),
             if secs > 0.0 { wall / secs } else { 0.0 },
             if secs > 0.0 {
                 (wall - load) / secs

@@ -35,6 +35,8 @@ pub struct RunStats {
     pub load_s: Option<f64>,
     /// Text of the load-complete message.
     pub load_text: Option<String>,
+    /// The element's `mmaudiogen-model` message: `MMAudio small_16k, 16000 Hz, on cpu in f32`.
+    pub model: Option<String>,
     pub wall_s: f64,
 }
 
@@ -78,6 +80,7 @@ pub fn run(
         windows: 0,
         load_s: None,
         load_text: None,
+        model: None,
         wall_s: 0.0,
     };
     if pipeline.set_state(gst::State::Playing).is_err() {
@@ -185,6 +188,8 @@ pub fn run(
                         && let Some(st) = progress::stage_info(s)
                     {
                         progress.stage(&st);
+                    } else if s.name() == "mmaudiogen-model" {
+                        stats.model = model_info(s);
                     }
                 }
             }
@@ -197,6 +202,24 @@ pub fn run(
     }
     stats.wall_s = started.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// The `mmaudiogen-model` message as one phrase: `MMAudio small_16k, 16000 Hz, on cpu in f32`.
+fn model_info(s: &gst::StructureRef) -> Option<String> {
+    let name = s.get::<String>("name").ok()?;
+    let rate = s.get::<u32>("rate").ok()?;
+    let mut text = format!("{name}, {rate} Hz");
+    if let Ok(d) = s.get::<String>("device")
+        && !d.is_empty()
+    {
+        text += &format!(", on {d}");
+    }
+    if let Ok(p) = s.get::<String>("precision")
+        && !p.is_empty()
+    {
+        text += &format!(" in {p}");
+    }
+    Some(text)
 }
 
 /// Stop a file's pipeline and take the generator out of it, kept in READY (its model stays

@@ -45,6 +45,8 @@ pub struct FileReport {
     /// The model's rate (before any `--sample-rate` resampling).
     pub model_sample_rate: Option<u32>,
     pub variant: String,
+    /// What the element loaded: variant, rate, device and precision in use.
+    pub model: Option<String>,
     /// What became of the input's own audio: `drop`, `mix`, `track`, or `none` (the input
     /// has no audio track).
     pub original_audio: String,
@@ -68,6 +70,7 @@ impl FileReport {
             channels: None,
             model_sample_rate: None,
             variant,
+            model: None,
             original_audio: String::new(),
             load_s: None,
         }
