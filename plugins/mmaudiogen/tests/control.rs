@@ -41,11 +41,15 @@ fn pull_all(h: &mut Harness) -> (Vec<gst::Buffer>, u64) {
     while let Some(b) = h.pull_until_eos().expect("output before timeout") {
         out.push(b);
     }
+    // The harness notes EOS before it queues the event: wait for the event itself, then
+    // count any later one.
     let mut eos = 0;
+    while eos == 0 {
+        let e = h.pull_event().expect("the EOS event");
+        eos += (e.type_() == gst::EventType::Eos) as u64;
+    }
     while let Some(e) = h.try_pull_event() {
-        if e.type_() == gst::EventType::Eos {
-            eos += 1;
-        }
+        eos += (e.type_() == gst::EventType::Eos) as u64;
     }
     (out, eos)
 }
