@@ -22,7 +22,7 @@ use crate::audio_decoder::AudioDecoder;
 use crate::config::{CLIP_FPS, MIN_DURATION_S, Mode, SYNC_FPS, SequenceConfig, Variant};
 use crate::error::{Error, Result};
 use crate::features::clip::{Clip, ClipConfig};
-use crate::features::frames::plan_frames;
+use crate::features::frames::{pick_rate, plan_frames};
 use crate::features::preprocess;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
 use crate::features::tokenizer::ClipTokenizer;
@@ -90,7 +90,8 @@ fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) ->
         None => Ok(None),
         Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
             Error::config(format!(
-                "manifest config of the {what} ({}): {e}",
+                "{} config of the {what} ({}) is invalid: {e}, in {v}",
+                crate::model_dir::MANIFEST,
                 r.path.display()
             ))
         }),
@@ -273,9 +274,23 @@ impl MmAudio {
 
     /// Frame indices for the 8 fps and 25 fps streams of a window of `duration`, holding the
     /// last frame when the frames end before the window does.
+    ///
+    /// Each rate is picked as the official `read_frames` does, but without `load_video`'s
+    /// shortening of the duration to the slots filled: a window's frames stop short of its
+    /// end (the frame at the end belongs to the next window), where the official reader,
+    /// given the whole video, still sees it. Shortening would cut the 8 fps picks to
+    /// `int(8 · 25-fps-length)` and hold an earlier frame in the last CLIP slot (caught by the
+    /// `mmaudio_e2e` parity cases).
     pub fn pick_frames(frames: &[VideoFrame], duration: f64) -> Result<(Vec<usize>, Vec<usize>)> {
         let times: Vec<f64> = frames.iter().map(|f| f.pts).collect();
-        let plan = plan_frames(&times, duration)?;
+        let plan = plan_frames(&times, duration)?; // validates the duration and the frames
+        let clip = pick_rate(&times, CLIP_FPS, duration);
+        let sync = pick_rate(&times, SYNC_FPS, duration);
+        debug_assert!(
+            plan.clip
+                .indices
+                .starts_with(&clip.indices[..plan.clip.len()])
+        );
         let n_clip = (duration * CLIP_FPS) as usize;
         let n_sync = (duration * SYNC_FPS) as usize;
         let pad = |mut v: Vec<usize>, n: usize| -> Vec<usize> {
@@ -284,16 +299,26 @@ impl MmAudio {
             v.resize(n, last);
             v
         };
-        Ok((
-            pad(plan.clip.indices, n_clip),
-            pad(plan.sync.indices, n_sync),
-        ))
+        Ok((pad(clip.indices, n_clip), pad(sync.indices, n_sync)))
     }
 
     /// Generate one window. `observer` sees every sampler step.
     pub fn generate_window(
         &self,
         req: &WindowRequest,
+        cancel: &Cancel,
+        observer: Option<&mut dyn FnMut(&StepRecord)>,
+    ) -> Result<Vec<f32>> {
+        self.generate_window_from_noise(req, None, cancel, observer)
+    }
+
+    /// [`generate_window`](Self::generate_window) from the given initial noise `x0`
+    /// `(1, N, latent_dim)` instead of the seeded draw (`None`): the end-to-end parity cases
+    /// inject the official code's torch noise, which our generator does not reproduce.
+    pub fn generate_window_from_noise(
+        &self,
+        req: &WindowRequest,
+        x0: Option<&Tensor>,
         cancel: &Cancel,
         observer: Option<&mut dyn FnMut(&StepRecord)>,
     ) -> Result<Vec<f32>> {
@@ -366,8 +391,17 @@ impl MmAudio {
             text: Some(text),
             negative_text: Some(negative),
         };
-        let x0 =
-            Rng::new(p.seed).randn(&[1, lens.latent, self.net.cfg.latent_dim], &self.device)?;
+        let shape = [1, lens.latent, self.net.cfg.latent_dim];
+        let x0 = match x0 {
+            Some(x) if x.dims() == shape => x.to_dtype(DType::F32)?.to_device(&self.device)?,
+            Some(x) => {
+                return Err(Error::input(format!(
+                    "initial noise has shape {:?}, the window needs {shape:?}",
+                    x.dims()
+                )));
+            }
+            None => Rng::new(p.seed).randn(&shape, &self.device)?,
+        };
         let sampler = EulerSampler::new(p.num_steps, p.cfg_strength);
         let latents = generate_latents(
             &self.net,

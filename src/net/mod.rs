@@ -601,7 +601,9 @@ pub fn check_variant(wf: &WeightFile, cfg: &NetConfig) -> Result<()> {
         path: wf.path().to_owned(),
         reason: format!(
             "holds a network with hidden {} / depth {} / fused {} / latent {} / v2 {}{name}, \
-             but the configuration expects hidden {} / depth {} / fused {} / latent {} / v2 {}",
+             but the configuration expects hidden {} / depth {} / fused {} / latent {} / v2 {} \
+             (widths read from tensor audio_input_proj.0.weight {:?}, depths from the block \
+             indices)",
             found.hidden_dim,
             found.depth,
             found.fused_depth,
@@ -611,7 +613,8 @@ pub fn check_variant(wf: &WeightFile, cfg: &NetConfig) -> Result<()> {
             cfg.depth,
             cfg.fused_depth,
             cfg.latent_dim,
-            cfg.v2
+            cfg.v2,
+            wf.shape("audio_input_proj.0.weight").unwrap_or_default()
         ),
     })
 }

@@ -240,7 +240,21 @@ impl WeightFile {
                 actual: s.to_vec(),
                 hint: String::new(),
             }),
-            Some(_) => self.load(key, dtype, device),
+            Some(_) => {
+                // an integer tensor where a float weight belongs would be converted silently
+                let stored = self.stored_dtype(key).unwrap_or(dtype);
+                if dtype.is_float() && !stored.is_float() {
+                    return Err(Error::WeightFile {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "tensor `{key}` is stored as {}, a floating-point weight \
+                             (f32, f16, bf16 or f64) was expected (wrong or damaged file?)",
+                            stored.as_str()
+                        ),
+                    });
+                }
+                self.load(key, dtype, device)
+            }
         }
     }
 
@@ -294,7 +308,8 @@ impl WeightFile {
             Error::Candle(c) => {
                 let msg = c.to_string();
                 let prefix = format!("weights file {}: ", self.path.display());
-                let reason = msg.strip_prefix(&prefix).unwrap_or(&msg).to_string();
+                let reason = msg.strip_prefix("cannot read ").unwrap_or(&msg);
+                let reason = reason.strip_prefix(&prefix).unwrap_or(&msg).to_string();
                 Error::WeightFile {
                     path: self.path.clone(),
                     reason,

@@ -1270,3 +1270,146 @@ fn load_messages_say_what_was_loaded() {
         "{text}"
     );
 }
+
+/// Every generation property reaches the generator with the value set (and the defaults
+/// when nothing is set): prompt, negative-prompt, num-steps, cfg-strength, seed (+ window
+/// index), mask-away-clip, text-only (no frames), window-duration and overlap (window
+/// starts and lengths).
+#[test]
+fn every_generation_property_reaches_the_generator() {
+    use mmaudio::request::GenerationParams;
+    // (properties set, expected params, text-only, window s, overlap s)
+    let custom = GenerationParams {
+        prompt: "rain on a tin roof".into(),
+        negative_prompt: "music, speech".into(),
+        num_steps: 7,
+        cfg_strength: 2.25,
+        seed: 1234,
+        mask_away_clip: true,
+    };
+    let cases: [(bool, GenerationParams, bool, f64, f64); 3] = [
+        (false, GenerationParams::default(), false, 8.0, 1.0),
+        (true, custom.clone(), false, 2.0, 0.5),
+        (
+            true,
+            GenerationParams {
+                mask_away_clip: false,
+                ..custom
+            },
+            true,
+            1.5,
+            0.25,
+        ),
+    ];
+    for (set, want, text_only, window_s, overlap_s) in cases {
+        let log = new_log();
+        let element = element_with(16000, Behaviour::Constant(0.1), &log, None);
+        if set {
+            element.set_property("prompt", want.prompt.as_str());
+            element.set_property("negative-prompt", want.negative_prompt.as_str());
+            element.set_property("num-steps", want.num_steps as u32);
+            element.set_property("cfg-strength", want.cfg_strength);
+            element.set_property("seed", want.seed);
+            element.set_property("mask-away-clip", want.mask_away_clip);
+            element.set_property("text-only", text_only);
+            element.set_property("window-duration", (window_s * 1000.0) as u32);
+            element.set_property("overlap", (overlap_s * 1000.0) as u32);
+        }
+        let mut r = start(
+            element,
+            "video/x-raw,format=RGB,width=8,height=6,framerate=25/1",
+        );
+        // 10 s of video: several windows whatever the geometry
+        push_cfr(
+            &mut r.h,
+            &rgb_info(8, 6),
+            0..250,
+            (25, 1),
+            gst::ClockTime::ZERO,
+            |i| i as u8,
+        );
+        r.h.push_event(gst::event::Eos::new());
+        let samples = check_output(&drain(&mut r.h), 16000, gst::ClockTime::ZERO);
+        assert_eq!(samples.len(), 160_000);
+        let seen = log.lock().unwrap();
+        let hop = window_s - overlap_s;
+        let windows = ((10.0 - window_s) / hop).ceil() as usize + 1;
+        assert_eq!(
+            seen.len(),
+            windows,
+            "windows for {window_s} s / {overlap_s} s"
+        );
+        for (k, s) in seen.iter().enumerate() {
+            let expect = GenerationParams {
+                seed: want.seed + k as u64,
+                ..want.clone()
+            };
+            assert_eq!(
+                s.params, expect,
+                "window {k} ({window_s} s / {overlap_s} s)"
+            );
+            assert!(
+                (s.start - k as f64 * hop).abs() < 1e-9,
+                "window {k} start {}",
+                s.start
+            );
+            if k + 1 < windows {
+                assert!((s.duration - window_s).abs() < 1e-9, "window {k} duration");
+            }
+            assert_eq!(
+                s.frames.is_empty(),
+                text_only,
+                "window {k}: text-only {text_only} but {} frames",
+                s.frames.len()
+            );
+        }
+    }
+}
+
+/// The LATENCY answer: live flag passed through from upstream, min = upstream min + window +
+/// one frame + processing budget, max = upstream max + the same + one hop per window that
+/// may be in flight (NONE stays NONE).
+#[test]
+fn latency_query_reports_min_max_and_live() {
+    for (live, upstream_max) in [
+        (false, None),
+        (true, Some(300 * MS)),
+        (false, Some(2 * gst::ClockTime::SECOND)),
+    ] {
+        let log = new_log();
+        let element = element_with(16000, Behaviour::Constant(0.0), &log, None);
+        element.set_property("processing-latency", 500u32);
+        element.set_property("window-duration", 4000u32);
+        element.set_property("overlap", 1000u32);
+        element.set_property("max-in-flight", 3u32);
+        let sinkpad = element.static_pad("sink").unwrap();
+        let r = start(
+            element,
+            "video/x-raw,format=RGB,width=8,height=6,framerate=25/1",
+        );
+        // upstream's answer, as a live or non-live source with a known or unknown maximum
+        sinkpad.add_probe(
+            gst::PadProbeType::QUERY_UPSTREAM | gst::PadProbeType::PULL,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Query(q)) = info.data.as_mut()
+                    && let gst::QueryViewMut::Latency(l) = q.view_mut()
+                {
+                    l.set(live, 100 * MS, upstream_max);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let mut q = gst::query::Latency::new();
+        assert!(
+            r.h.sinkpad().unwrap().peer_query(&mut q),
+            "LATENCY query answered"
+        );
+        let (got_live, min, max) = q.result();
+        assert_eq!(got_live, live);
+        // 100 upstream + 4000 window + 40 (one 25 fps frame) + 500 processing
+        assert_eq!(min, (100 + 4000 + 40 + 500) * MS);
+        // + 3 windows in flight × 3000 ms hop
+        let own_max = (4000 + 40 + 500 + 3 * 3000) * MS;
+        assert_eq!(max, upstream_max.map(|m| m + own_max), "live {live}");
+    }
+}

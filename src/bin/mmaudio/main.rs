@@ -250,11 +250,7 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
 
 fn cmd_parity(a: ParityArgs) -> Result<()> {
     let dir = a.dir.unwrap_or_else(mmaudio::parity::default_dir);
-    anyhow::ensure!(
-        dir.is_dir(),
-        "parity fixture folder {} not found",
-        dir.display()
-    );
+    anyhow::ensure!(dir.is_dir(), mmaudio::parity::missing_fixtures_help(&dir));
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
     let opts = mmaudio::parity::Options {

@@ -29,6 +29,8 @@ pub struct Seen {
     pub frames: Vec<(f64, usize, usize, Arc<Vec<u8>>)>,
     pub prompt: String,
     pub seed: u64,
+    /// Every generation setting the window was asked with.
+    pub params: mmaudio::request::GenerationParams,
 }
 
 pub type Log = Arc<Mutex<Vec<Seen>>>;
@@ -103,6 +105,7 @@ impl AudioGenerator for Fake {
                 .collect(),
             prompt: req.params.prompt.clone(),
             seed: req.params.seed,
+            params: req.params.clone(),
         });
         let calls = self.calls;
         self.calls += 1;
@@ -240,14 +243,20 @@ pub fn expected_tone(
             let v = tone(freq, t);
             let k = (s / hop).min(last);
             if k > 0 && s < k * hop + overlap {
-                let (a, b) =
-                    mmaudio::window::crossfade_weights((s - k * hop) as usize, overlap as usize);
+                let (a, b) = documented_crossfade((s - k * hop) as usize, overlap as usize);
                 v * (a + b)
             } else {
                 v
             }
         })
         .collect()
+}
+
+/// The crossfade weights `(cos θ, sin θ)`, θ = π/2 · (i + ½)/n, written out from the
+/// element's documentation rather than taken from the code under test.
+pub fn documented_crossfade(i: usize, n: usize) -> (f32, f32) {
+    let theta = std::f64::consts::PI / 2.0 * (i as f64 + 0.5) / n as f64;
+    (theta.cos() as f32, theta.sin() as f32)
 }
 
 /// Read a WAV file's sample count and format (bits per sample, channels, rate).
