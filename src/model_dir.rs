@@ -416,7 +416,10 @@ impl ModelDir {
         }
         let mpath = root.join(MANIFEST);
         let manifest = if mpath.is_file() {
-            let text = std::fs::read_to_string(&mpath)?;
+            let text = std::fs::read_to_string(&mpath).map_err(|e| Error::WeightFile {
+                path: mpath.clone(),
+                reason: format!("cannot read the manifest: {e}"),
+            })?;
             Some(
                 serde_json::from_str::<Manifest>(&text).map_err(|e| Error::WeightFile {
                     path: mpath.clone(),
@@ -644,6 +647,14 @@ mod tests {
             e.contains("mmaudio.json") && e.contains("invalid manifest"),
             "{e}"
         );
+        // Not UTF-8 (found by tests/fuzz_loaders.rs: the error did not name the file).
+        std::fs::write(
+            d.join(MANIFEST),
+            b"{\"format\": 1, \"description\": \"\xff\"}",
+        )
+        .unwrap();
+        let e = ModelDir::open(&d).unwrap_err().to_string();
+        assert!(e.contains("mmaudio.json") && e.contains("UTF-8"), "{e}");
         std::fs::remove_dir_all(&d).ok();
     }
 }

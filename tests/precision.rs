@@ -43,6 +43,7 @@ fn request() -> WindowRequest {
             seed: 3,
             ..Default::default()
         },
+        ..Default::default()
     }
 }
 

@@ -3,6 +3,9 @@
 //! is still constant-power and symmetric but not the documented one must fail here.
 //! Only the public API (`crossfade_weights`, `Assembler`, `WindowSpan`) is used.
 
+// The expected values are written down digit by digit on purpose (not `FRAC_1_SQRT_2`).
+#![allow(clippy::approx_constant, clippy::excessive_precision)]
+
 use mmaudio::window::{Assembler, WindowConfig, WindowSpan, crossfade_weights};
 
 /// cos(π/2 · (i + ½)/n) for n = 1, 2, 4, 5 (i = 0…n−1), to 8 digits.

@@ -44,6 +44,7 @@ fn frames(n: usize) -> Vec<VideoFrame> {
             width: W,
             height: H,
             data: bufs[i % bufs.len()].clone(),
+            id: None,
         })
         .collect()
 }

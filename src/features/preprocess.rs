@@ -543,6 +543,16 @@ fn prepared_plane(frame: &PreparedFrame, t: Transform) -> &[u8] {
 /// crop keeps the picture's aspect) and its field's rows are stretched to it. Plans are
 /// cached per frame size.
 pub fn prepare_frame(frame: &RawFrame) -> Result<PreparedFrame> {
+    prepare_frame_planes(frame, true, true)
+}
+
+/// [`prepare_frame`] for only the planes a frame is picked for (the window engine knows:
+/// `crate::window::planner`); a plane not asked for is left empty and costs nothing.
+pub fn prepare_frame_planes(
+    frame: &RawFrame,
+    clip_plane: bool,
+    sync_plane: bool,
+) -> Result<PreparedFrame> {
     use std::sync::Mutex;
     type Plans = Vec<((usize, usize, usize), Arc<(ResizePlan, ResizePlan)>)>;
     static PLANS: Mutex<Plans> = Mutex::new(Vec::new());
@@ -568,24 +578,59 @@ pub fn prepare_frame(frame: &RawFrame) -> Result<PreparedFrame> {
         }
     };
     let (clip_plan, sync_plan) = (&plans.0, &plans.1);
-    let mut clip = vec![0u8; clip_plan.output_len()];
-    let mut sync = vec![0u8; sync_plan.output_len()];
-    clip_plan.check(frame, clip.len())?;
-    sync_plan.check(frame, sync.len())?;
+    let mut clip = vec![
+        0u8;
+        if clip_plane {
+            clip_plan.output_len()
+        } else {
+            0
+        }
+    ];
+    let mut sync = vec![
+        0u8;
+        if sync_plane {
+            sync_plan.output_len()
+        } else {
+            0
+        }
+    ];
+    if clip_plane {
+        clip_plan.check(frame, clip.len())?;
+    }
+    if sync_plane {
+        sync_plan.check(frame, sync.len())?;
+    }
     // each block of rows is converted once and read by both width passes
-    let (mut clip_pass, mut sync_pass) = (WidthPass::new(clip_plan), WidthPass::new(sync_plan));
+    let mut clip_pass = clip_plane.then(|| WidthPass::new(clip_plan));
+    let mut sync_pass = sync_plane.then(|| WidthPass::new(sync_plan));
     let mut rows = RgbRows::new(frame);
     for y0 in (0..frame.rows()).step_by(WIDTH_BLOCK_ROWS) {
         let n = WIDTH_BLOCK_ROWS.min(frame.rows() - y0);
         let (block, stride) = rows.get(y0, n);
         rayon::join(
-            || clip_pass.block(clip_plan, block, stride, y0, n),
-            || sync_pass.block(sync_plan, block, stride, y0, n),
+            || {
+                if let Some(p) = clip_pass.as_mut() {
+                    p.block(clip_plan, block, stride, y0, n)
+                }
+            },
+            || {
+                if let Some(p) = sync_pass.as_mut() {
+                    p.block(sync_plan, block, stride, y0, n)
+                }
+            },
         );
     }
     rayon::join(
-        || clip_plan.height_pass(&clip_pass.inter, &mut clip),
-        || sync_plan.height_pass(&sync_pass.inter, &mut sync),
+        || {
+            if let Some(p) = &clip_pass {
+                clip_plan.height_pass(&p.inter, &mut clip)
+            }
+        },
+        || {
+            if let Some(p) = &sync_pass {
+                sync_plan.height_pass(&p.inter, &mut sync)
+            }
+        },
     );
     Ok(PreparedFrame { clip, sync })
 }
@@ -665,7 +710,13 @@ pub fn transform_u8(
         .zip(uniq.par_iter().zip(plan_of.par_iter()))
         .try_for_each(|(out, (&i, &p))| match &frames[i].prepared {
             Some(pf) => {
-                out.copy_from_slice(prepared_plane(pf, transform));
+                let plane = prepared_plane(pf, transform);
+                if plane.len() != out.len() {
+                    return Err(Error::input(format!(
+                        "frame {i} was prepared without its {transform:?} plane"
+                    )));
+                }
+                out.copy_from_slice(plane);
                 Ok(())
             }
             None => plans[p].run_u8(&frames[i].data, out),
@@ -755,6 +806,7 @@ mod tests {
             width: w,
             height: h,
             data: Arc::new(data),
+            id: None,
         }
     }
 
@@ -774,6 +826,7 @@ mod tests {
             width: w,
             height: h,
             data: Arc::new(data),
+            id: None,
         }
     }
 
@@ -878,6 +931,7 @@ mod tests {
             width: 10,
             height: 4,
             data: Arc::new(vec![77; 120]),
+            id: None,
         };
         for (dw, dh) in [(10, 7), (3, 4), (25, 1), (1, 1)] {
             let p = ResizePlan::new(10, 4, dw, dh, None).unwrap();
@@ -971,6 +1025,7 @@ mod tests {
             width: 4,
             height: 4,
             data: Arc::new(vec![0; 47]),
+            id: None,
         }];
         let e = transform_u8(Transform::Clip, &bad, &[0])
             .unwrap_err()
@@ -982,6 +1037,7 @@ mod tests {
             width: 0,
             height: 4,
             data: Arc::new(vec![]),
+            id: None,
         }];
         assert!(transform_u8(Transform::Sync, &empty, &[0]).is_err());
         let t = clip_frames(&frames, &[], &Device::Cpu).unwrap();

@@ -384,6 +384,89 @@ fn gst_launch_with_test_model() {
     }
 }
 
+/// The README's live tee, as the issue ran it (default queues on both branches, both sinks
+/// synchronised), through `gst-launch-1.0 -e` with the real generator on the tiny test
+/// model: the pipeline must preroll and play (the element's preroll GAP lets the audio sink
+/// preroll before the first window is ready), and Ctrl-C (SIGINT, EOS with `-e`) must end
+/// it within the latency plus a window — it used to deadlock in preroll and ignore Ctrl-C.
+#[test]
+fn gst_launch_live_tee_with_default_queues_stops_on_ctrl_c() {
+    let d = scratch_dir("test-model-16k-live");
+    mmaudio::test_model::write_test_model(&d, mmaudio::Mode::Khz16, 1).unwrap();
+    let mut child = gst_command("gst-launch-1.0")
+        .args([
+            "-e",
+            "videotestsrc",
+            "is-live=true",
+            "!",
+            "video/x-raw,width=64,height=48,framerate=25/1",
+            "!",
+            "videoconvert",
+            "!",
+            "tee",
+            "name=t",
+            "t.",
+            "!",
+            "queue",
+            "!",
+            "fakesink",
+            "sync=true",
+            "t.",
+            "!",
+            "queue",
+            "!",
+            "mmaudiogen",
+            &format!("model-dir={}", d.display()),
+            "variant=small-16k",
+            "num-steps=1",
+            "window-duration=2000",
+            "overlap=400",
+            "processing-latency=5000",
+            "!",
+            "audioconvert",
+            "!",
+            "fakesink",
+            "sync=true",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let sent = std::time::Instant::now();
+    // Latency 7.04 s (window + frame + processing-latency) before the last audio renders.
+    let limit = std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running {limit:?} after SIGINT (deadlock):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status.success(), "{text}");
+    assert!(text.contains("Got EOS from element"), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
+
 /// Run `desc` (its `mmaudiogen` named `gen`, with a constant generator at `rate`) until
 /// EOS or ERROR within `secs`; the ERROR's (source name, message, debug).
 fn error_of(desc: &str, rate: u32, secs: u64) -> Result<(String, String, String), String> {

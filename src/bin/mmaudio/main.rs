@@ -149,12 +149,14 @@ struct CheckWeightsArgs {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// What to measure: net, vae, vocoder, clip, text, sync, preprocess, e2e (the whole
-    /// generator, one window, per stage), stream (window engine, real-time factor).
+    /// generator, one window, per stage), stream (window engine, real-time factor),
+    /// decoder-edge[-wave] (how far a window's end disturbs the decode before it).
     target: String,
     /// Model variant (small_16k, small_44k, medium_44k, large_44k, large_44k_v2).
     #[arg(long, default_value = "small_16k")]
     variant: Variant,
-    /// Audio mode for vae/vocoder (16k or 44k); defaults to the variant's.
+    /// vae/vocoder: audio mode (16k or 44k; defaults to the variant's). stream: the
+    /// window engine, windows (default) or continuation.
     #[arg(long)]
     mode: Option<String>,
     /// Clip duration in seconds.
@@ -200,13 +202,18 @@ struct BenchArgs {
     /// stream: window length in seconds.
     #[arg(long, default_value_t = 8.0)]
     window: f64,
-    /// stream: hop between window starts in seconds (the engine needs hop >= window/2;
-    /// a shorter hop runs at window/2 and the report gives the RTF for both).
+    /// stream: hop in seconds. windows mode: between window starts (the engine needs
+    /// hop >= window/2; a shorter hop runs at window/2 and the report gives the RTF for
+    /// both). continuation mode: new audio per window (0.25 s to window/2, rounded to whole
+    /// latents).
     #[arg(long, default_value_t = 2.0)]
     hop: f64,
     /// stream: deliver frames at their presentation times (live pacing).
     #[arg(long)]
     realtime: bool,
+    /// stream: switch the generator's CLIP/Synchformer feature caches off.
+    #[arg(long)]
+    no_feature_cache: bool,
 }
 
 fn main() -> Result<()> {
@@ -299,6 +306,7 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
             num_steps: a.num_steps,
             ..Default::default()
         },
+        ..Default::default()
     };
     let t = std::time::Instant::now();
     let audio = model.generate_window(&req, &mmaudio::request::Cancel::new(), None)?;
@@ -373,9 +381,13 @@ fn cmd_check_weights(a: CheckWeightsArgs) -> Result<()> {
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
+    let stream_mode = match (a.target.as_str(), &a.mode) {
+        ("stream", Some(m)) => bench::pipeline::StreamMode::parse(m)?,
+        _ => bench::pipeline::StreamMode::Windows,
+    };
     let mode = match &a.mode {
-        Some(m) => Mode::parse(m)?,
-        None => a.variant.mode(),
+        Some(m) if a.target != "stream" => Mode::parse(m)?,
+        _ => a.variant.mode(),
     };
     let opts = BenchOpts {
         variant: a.variant,
@@ -397,6 +409,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             window_s: a.window,
             hop_s: a.hop,
             realtime: a.realtime,
+            mode: stream_mode,
+            feature_cache: !a.no_feature_cache,
         },
     };
     eprintln!(

@@ -168,6 +168,7 @@ pub fn run(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         duration,
         frames,
         params: params.clone(),
+        ..Default::default()
     };
     let x0 = inputs.get("x0").context("input `x0` missing")?;
 

@@ -33,7 +33,7 @@ impl MMAudioGen {
             return None;
         }
         // Where the audio will end: after the window being generated, else after the last
-        // one generated (its tail is held for a crossfade). Read before the worker can act
+        // one generated (its tail is held for a crossfade). Read before the generator thread can act
         // on the Finish job (lock order: shared, then output).
         let span = shared.current.or_else(|| lock(&self.output).held);
         let end = match (span, rate) {
@@ -53,6 +53,7 @@ impl MMAudioGen {
                 false
             }
             Job::End { .. } | Job::Finish => false,
+            Job::Preroll(_) => true,
             Job::Event(e) => {
                 has_eos |= e.type_() == gst::EventType::Eos;
                 true
@@ -85,8 +86,8 @@ impl MMAudioGen {
         };
         match res {
             Ok(Some(chunk)) => {
-                let rate = self.ensure_caps()?;
-                self.push_chunk(chunk, rate)
+                self.emit(Out::Chunk(chunk, ChunkKind::End))?;
+                Ok(gst::FlowSuccess::Ok)
             }
             Ok(None) => Ok(gst::FlowSuccess::Ok),
             Err(err) => {

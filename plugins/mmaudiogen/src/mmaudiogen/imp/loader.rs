@@ -184,16 +184,21 @@ impl MMAudioGen {
             Ok(generator) => {
                 let info = generator.describe();
                 let dir = key.options.model_dir.display().to_string();
-                let rate = generator.sample_rate();
-                let prepared = generator.wants_prepared_frames();
+                let traits = GeneratorInfo {
+                    rate: generator.sample_rate(),
+                    prepared: generator.wants_prepared_frames(),
+                    picks: generator.picks_frames(),
+                    period: generator.latent_period(),
+                };
                 shared.model = Model::Ready {
                     key,
                     generator: Arc::new(Mutex::new(generator)),
-                    rate,
-                    prepared,
+                    traits,
                 };
                 self.cond.notify_all();
                 drop(shared);
+                // The rate and latent period are known now (an `auto` variant guessed them).
+                self.post_latency_if_changed();
                 let text = format!("Loaded {info} from {dir} in {:.1} s", elapsed.as_secs_f64());
                 gst::info!(CAT, imp = self, "{text}");
                 let obj = self.obj();
@@ -216,13 +221,12 @@ impl MMAudioGen {
                 );
             }
             Err(err) => {
-                let options = key.options;
-                shared.model = Model::Failed;
-                if !shared.flushing {
-                    shared.flow = Err(gst::FlowError::Error);
-                }
-                self.cond.notify_all();
+                // The ERROR goes on the bus before anything can see the failure: a chain
+                // waiting for the model returns a flow error as soon as the model is marked
+                // failed, and upstream then posts its generic "Internal data stream error",
+                // which must come second.
                 drop(shared);
+                let options = &key.options;
                 let _ = self.obj().post_message(
                     gst::message::Progress::builder(gst::ProgressType::Error, "load", &err.message)
                         .src(&*self.obj())
@@ -235,11 +239,20 @@ impl MMAudioGen {
                     [
                         "model-dir={}, variant={}, device={}, precision={}",
                         options.model_dir.display(),
-                        variant_name(&options),
+                        variant_name(options),
                         options.device,
                         options.precision
                     ]
                 );
+                let mut shared = lock(&self.shared);
+                if shared.load_id != id {
+                    return;
+                }
+                shared.model = Model::Failed;
+                if !shared.flushing {
+                    shared.flow = Err(gst::FlowError::Error);
+                }
+                self.cond.notify_all();
             }
         }
     }

@@ -1,8 +1,9 @@
-//! The streaming thread: frames and serialized events in, jobs queued for the worker
-//! (with backpressure), flushing.
+//! The streaming thread: frames and serialized events in, jobs queued for the generator
+//! thread (with backpressure), flushing, draining at EOS, new segments and SEGMENT_DONE.
 
 use super::*;
 use mmaudio::features::pixels::{Colorimetry, Field, Matrix, PixelFormat, Plane, Range, RawFrame};
+use mmaudio::window::FrameSource;
 
 /// The raw video formats of the sink pad (what decoders output, and the RGB family).
 pub(super) const SINK_FORMATS: [gst_video::VideoFormat; 21] = {
@@ -128,7 +129,54 @@ fn raw_frame<'a>(
     })
 }
 
+/// A frame's raw planes, copied out of its buffer until the planner has decided which
+/// model sizes it needs (the buffer itself is not held).
+struct OwnedRaw {
+    format: PixelFormat,
+    width: usize,
+    height: usize,
+    planes: Vec<(Vec<u8>, usize)>,
+    colorimetry: Colorimetry,
+    field: Option<Field>,
+}
+
+impl OwnedRaw {
+    fn copy(raw: &RawFrame) -> Self {
+        Self {
+            format: raw.format,
+            width: raw.width,
+            height: raw.height,
+            planes: raw.planes[..raw.format.n_planes()]
+                .iter()
+                .map(|p| (p.data.to_vec(), p.stride))
+                .collect(),
+            colorimetry: raw.colorimetry,
+            field: raw.field,
+        }
+    }
+
+    fn view(&self) -> RawFrame<'_> {
+        let mut planes = [Plane::default(); 3];
+        for (plane, (data, stride)) in planes.iter_mut().zip(&self.planes) {
+            *plane = Plane {
+                data,
+                stride: *stride,
+            };
+        }
+        RawFrame {
+            format: self.format,
+            width: self.width,
+            height: self.height,
+            planes,
+            colorimetry: self.colorimetry,
+            field: self.field,
+        }
+    }
+}
+
 impl MMAudioGen {
+    // `mmaudio::Error` is large (it carries paths and shapes): the frame preparer's type.
+    #[allow(clippy::result_large_err)]
     pub(super) fn sink_chain(
         &self,
         pad: &gst::Pad,
@@ -140,7 +188,7 @@ impl MMAudioGen {
             // stop-after-window: nothing more of this stream.
             return Err(gst::FlowError::Eos);
         }
-        let (_, rate, prepare) = self.wait_for_model()?;
+        let (_, model) = self.wait_for_model()?;
         let settings = lock(&self.settings).clone();
 
         let mut state = lock(&self.state);
@@ -162,15 +210,19 @@ impl MMAudioGen {
         };
         let duration = buffer.duration().or(state.frame_duration);
         state.next_pts = duration.map(|d| pts + d);
-        let frame = self.copy_frame(&buffer, &info, pts, duration, prepare)?;
+        if state.reverse {
+            // No audio for a reverse segment (see `refuse_reverse_playback`): its time is
+            // covered by GAPs, so downstream still prerolls and advances.
+            drop(state);
+            let gap = gst::event::Gap::builder(pts).duration(duration).build();
+            self.enqueue(Job::Event(gap))?;
+            return self.current_flow();
+        }
+        let stream_starts = !std::mem::replace(&mut state.stream_open, true);
+        let frame = self.copy_frame(&buffer, &info, pts, duration, model.prepared)?;
 
         if state.planner.is_none() {
-            let cfg = WindowConfig::from_millis(
-                rate,
-                settings.window_ms as u64,
-                settings.overlap_ms as u64,
-            )
-            .map_err(|err| {
+            let cfg = settings.engine(model.rate, model.period).map_err(|err| {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Settings,
@@ -178,14 +230,48 @@ impl MMAudioGen {
                 );
                 gst::FlowError::Error
             })?;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Windows of {} samples every {} samples at {rate} Hz",
-                cfg.window_samples(),
-                cfg.hop_samples()
-            );
-            state.planner = Some(WindowPlanner::new(cfg));
+            match &cfg {
+                EngineConfig::Windows(c) => gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Windows of {} samples every {} samples at {} Hz",
+                    c.window_samples(),
+                    c.hop_samples(),
+                    model.rate
+                ),
+                EngineConfig::Continuation(c) => gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Continuation windows of {} latents, hop {} latents ({} samples), \
+                     crossfade {} samples at {} Hz",
+                    c.window_latents(),
+                    c.hop_latents(),
+                    c.hop_samples(),
+                    c.crossfade_samples(),
+                    model.rate
+                ),
+            }
+            let mut planner = WindowPlanner::new(cfg);
+            // Only the frames MMAudio's 8/25 fps sampling can pick are kept, each resized
+            // once to the model sizes it is picked for (as it is settled, on this thread,
+            // overlapping the worker's generation) instead of being kept whole.
+            planner.set_frame_picking(model.picks);
+            if model.prepared {
+                let preparer: Preparer = Arc::new(|f: &TimedFrame, planes: FramePlanes| {
+                    let raw = f
+                        .source
+                        .as_ref()
+                        .and_then(|s| s.get::<OwnedRaw>())
+                        .ok_or_else(|| mmaudio::Error::input("no raw frame to prepare"))?;
+                    mmaudio::features::preprocess::prepare_frame_planes(
+                        &raw.view(),
+                        planes.clip,
+                        planes.sync,
+                    )
+                });
+                planner.set_preparer(Some(preparer));
+            }
+            state.planner = Some(planner);
             state.window_cfg = Some(cfg);
         }
         let cfg = state.window_cfg.expect("set with the planner");
@@ -196,6 +282,19 @@ impl MMAudioGen {
         planner.set_text_only(settings.text_only);
         let dropped = planner.dropped_frames();
         let planned = planner.push_frame(frame);
+        if let Some(err) = planner.take_prepare_error() {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Cannot read a {}x{} {} frame: {err}",
+                    info.width(),
+                    info.height(),
+                    info.format().to_str()
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
         if planner.dropped_frames() > dropped {
             gst::warning!(
                 CAT,
@@ -205,13 +304,16 @@ impl MMAudioGen {
         }
         drop(state);
 
+        if stream_starts && self.upstream_is_live() {
+            self.enqueue(Job::Preroll(pts))?;
+        }
         self.enqueue_planned(planned, cfg)?;
         self.current_flow()
     }
 
-    /// Read a frame in whatever raw format it came: with the MMAudio generator it is
-    /// converted and resized for the models right away (no full-size copy); other
-    /// generators get it as packed RGB24.
+    /// Read a frame in whatever raw format it came: with the MMAudio generator its raw
+    /// planes are kept for the planner's preparer (no conversion yet); other generators get
+    /// it as packed RGB24.
     pub(super) fn copy_frame(
         &self,
         buffer: &gst::Buffer,
@@ -237,14 +339,16 @@ impl MMAudioGen {
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
             .map_err(|_| fail("mapping failed".into()))?;
         let raw = raw_frame(&frame).map_err(fail)?;
+        raw.validate().map_err(|err| fail(err.to_string()))?;
         let (width, height) = (raw.width, raw.height);
-        // The MMAudio generator only needs the frame at its two model sizes: convert and
-        // resize it now (once per frame, on the streaming thread, overlapping the worker's
-        // generation of the previous window) and keep ~0.6 MB instead of the full frame.
-        let (data, prepared) = if prepare {
-            let p = mmaudio::features::preprocess::prepare_frame(&raw)
-                .map_err(|err| fail(err.to_string()))?;
-            (Vec::new(), Some(Arc::new(p)))
+        // The MMAudio generator only needs a frame at the model sizes its 8/25 fps
+        // sampling picks it for, which the planner knows once the next frame has arrived:
+        // until then the frame's raw planes are kept (a plain copy), then the planner
+        // converts and resizes it once (on this thread, overlapping the worker's
+        // generation) and drops the copy, or drops the frame. Other generators get every
+        // frame as packed RGB24.
+        let (data, source) = if prepare {
+            (Vec::new(), Some(FrameSource::new(OwnedRaw::copy(&raw))))
         } else {
             (raw.to_rgb24().map_err(|err| fail(err.to_string()))?, None)
         };
@@ -254,7 +358,8 @@ impl MMAudioGen {
             width,
             height,
             data: Arc::new(data),
-            prepared,
+            prepared: None,
+            source,
         })
     }
 
@@ -274,6 +379,7 @@ impl MMAudioGen {
                 // In case no FLUSH_START came before.
                 self.set_flushing();
                 let _ = self.srcpad.pause_task();
+                self.wait_generator_idle();
                 self.reset_stream();
                 self.unset_flushing();
                 let ret = self.srcpad.push_event(event);
@@ -359,9 +465,18 @@ impl MMAudioGen {
                     }
                     _ => Vec::new(),
                 };
+                if drain {
+                    state.stream_open = false;
+                }
                 let cfg = state.window_cfg;
+                let reverse = segment.rate() < 0.0;
+                let warn = reverse && !state.reverse;
+                state.reverse = reverse;
                 state.segment = Some(segment);
                 drop(state);
+                if warn {
+                    self.refuse_reverse_playback(s.segment().rate());
+                }
                 if let Some(cfg) = cfg
                     && self.enqueue_planned(planned, cfg).is_err()
                 {
@@ -374,16 +489,25 @@ impl MMAudioGen {
                 gst::debug!(CAT, imp = self, "EOS after stop-after-window: absorbed");
                 true
             }
-            EventView::Eos(_) => {
+            // The end of the stream, or of a segment seek's segment: its audio goes out
+            // first, all of it (a looping application seeks again on SEGMENT_DONE).
+            EventView::Eos(_) | EventView::SegmentDone(_) => {
                 let mut state = lock(&self.state);
                 let planned = state
                     .planner
                     .as_mut()
                     .map(|p| p.finish())
                     .unwrap_or_default();
+                state.stream_open = false;
                 let cfg = state.window_cfg;
                 drop(state);
-                gst::debug!(CAT, imp = self, "EOS: draining {} items", planned.len());
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "{:?}: draining {} items",
+                    event.type_(),
+                    planned.len()
+                );
                 if let Some(cfg) = cfg
                     && self.enqueue_planned(planned, cfg).is_err()
                 {
@@ -423,6 +547,16 @@ impl MMAudioGen {
         }
     }
 
+    /// Whether upstream is live (asked at each stream's first frame: the pipeline's own
+    /// latency query only comes once every sink has prerolled). Only a live pipeline gets
+    /// the preroll GAP: its clock runs from PLAYING on and the reported latency covers the
+    /// first window. A non-live pipeline has no latency to cover it, so its sinks preroll
+    /// on the first audio, as before (the clock must not start before it).
+    fn upstream_is_live(&self) -> bool {
+        let mut q = gst::query::Latency::new();
+        self.sinkpad.peer_query(&mut q) && q.result().0
+    }
+
     pub(super) fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         gst::log!(CAT, obj = pad, "Handling query {query:?}");
         match query.view_mut() {
@@ -440,7 +574,7 @@ impl MMAudioGen {
     pub(super) fn enqueue_planned(
         &self,
         planned: Vec<Planned>,
-        cfg: WindowConfig,
+        cfg: EngineConfig,
     ) -> Result<(), gst::FlowError> {
         for item in planned {
             let job = match item {
@@ -504,9 +638,11 @@ impl MMAudioGen {
         }
     }
 
-    /// Wait until the model is loaded (interrupted by flushing).
-    /// The loaded generator, its sample rate and whether it wants frames prepared on arrival.
-    pub(super) fn wait_for_model(&self) -> Result<(SharedGenerator, u32, bool), gst::FlowError> {
+    /// Wait until the model is loaded (interrupted by flushing): the loaded generator and
+    /// what the element needs to know about it.
+    pub(super) fn wait_for_model(
+        &self,
+    ) -> Result<(SharedGenerator, GeneratorInfo), gst::FlowError> {
         let mut shared = lock(&self.shared);
         loop {
             if shared.flushing {
@@ -514,11 +650,8 @@ impl MMAudioGen {
             }
             match &shared.model {
                 Model::Ready {
-                    generator,
-                    rate,
-                    prepared,
-                    ..
-                } => return Ok((generator.clone(), *rate, *prepared)),
+                    generator, traits, ..
+                } => return Ok((generator.clone(), *traits)),
                 // The loader posted the ERROR.
                 Model::Failed => return Err(gst::FlowError::Error),
                 Model::None => {
@@ -550,6 +683,7 @@ impl MMAudioGen {
     pub(super) fn unset_flushing(&self) {
         let mut shared = lock(&self.shared);
         shared.jobs.clear();
+        shared.out.clear();
         shared.windows = 0;
         shared.current = None;
         shared.finished = false;
@@ -568,6 +702,8 @@ impl MMAudioGen {
             }
             state.segment = None;
             state.next_pts = None;
+            state.stream_open = false;
+            state.reverse = false;
         }
         {
             let mut output = lock(&self.output);
@@ -577,9 +713,11 @@ impl MMAudioGen {
             output.discont = true;
             // `late_warned` stays: the WARNING said further late windows are only logged
             output.held = None;
+            output.hole_from = None;
         }
         let mut shared = lock(&self.shared);
         shared.jobs.clear();
+        shared.out.clear();
         shared.windows = 0;
     }
 }
