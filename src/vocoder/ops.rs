@@ -1271,6 +1271,7 @@ impl CustomOp1 for FusedAct {
             candle_core::bail!("anti-aliased activation: filters must have {AA_KERNEL} taps");
         }
         let mut dst = vec![0f32; b * c * t];
+        let isa = crate::cpu::isa();
         if t > 0 {
             dst.par_chunks_mut(t)
                 .zip(x.par_chunks(t))
@@ -1278,6 +1279,7 @@ impl CustomOp1 for FusedAct {
                 .for_each_init(RowScratch::default, |scratch, (row, (out, inp))| {
                     let ch = row % c;
                     act_row(
+                        isa,
                         inp,
                         out,
                         self.alpha[ch],
@@ -1302,38 +1304,19 @@ struct RowScratch {
 /// Output samples per tile of the fused activation (the working set stays in L1).
 const TILE: usize = 1024;
 
-fn act_row(
-    x: &[f32],
-    out: &mut [f32],
-    a: f32,
-    inv_b: f32,
-    up: &[f32],
-    down: &[f32],
-    s: &mut RowScratch,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features enabled on this function.
-            unsafe { act_row_avx2(x, out, a, inv_b, up, down, s) };
-            return;
-        }
+crate::cpu::multiversion! {
+    /// One channel row of the fused activation, compiled for AVX-512, AVX2 and the baseline.
+    fn act_row(
+        x: &[f32],
+        out: &mut [f32],
+        a: f32,
+        inv_b: f32,
+        up: &[f32],
+        down: &[f32],
+        s: &mut RowScratch,
+    ) {
+        act_row_impl(x, out, a, inv_b, up, down, s)
     }
-    act_row_impl(x, out, a, inv_b, up, down, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn act_row_avx2(
-    x: &[f32],
-    out: &mut [f32],
-    a: f32,
-    inv_b: f32,
-    up: &[f32],
-    down: &[f32],
-    s: &mut RowScratch,
-) {
-    act_row_impl(x, out, a, inv_b, up, down, s)
 }
 
 /// One channel row of `Activation1d`, fused and tiled.
