@@ -22,6 +22,7 @@
 //! it then); it can be switched off process-wide with [`set_fast_cpu_kernels`] before loading
 //! (tests compare both). See also [`tune_allocator`] for long-running processes.
 
+use crate::cpu::rows::axpy;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -708,6 +709,7 @@ impl Conv1dWinograd {
         let mut dst = vec![0f32; b * cout * t_out];
         let mut v = vec![0f32; a * kk * block];
         let mut m = vec![0f32; a * cout * block];
+        let isa = crate::cpu::isa();
         for bi in 0..b {
             let xb = &x[bi * cin * t..(bi + 1) * cin * t];
             let db = SendPtr(dst[bi * cout * t_out..].as_mut_ptr());
@@ -774,9 +776,7 @@ impl Conv1dWinograd {
                                         }
                                         let o = 3 * g + l;
                                         let at = (o % wm) * comp_len + o / wm;
-                                        for (val, x) in vrow.iter_mut().zip(&comp[at..at + len]) {
-                                            *val += c * *x;
-                                        }
+                                        axpy(isa, vrow, c, &comp[at..at + len]);
                                     }
                                 }
                             }
@@ -825,9 +825,7 @@ impl Conv1dWinograd {
                                         continue;
                                     }
                                     let row = (xi * cout + co) * nt + off;
-                                    for (o, val) in tmp.iter_mut().zip(&mr[row..row + len]) {
-                                        *o += c * *val;
-                                    }
+                                    axpy(isa, tmp, c, &mr[row..row + len]);
                                 }
                                 for (s, val) in tmp.iter().enumerate() {
                                     let j = wm * (s0 + s) + i;
@@ -1626,10 +1624,22 @@ mod tests {
             let e = max_diff(&fused, &generic);
             assert!(e < 2e-5, "T={t}: {e}");
         }
-        // arguments beyond the polynomial's range take the library sin
+        // arguments beyond the polynomial's range take the library sin; at |x| ~ 10⁵ the
+        // two paths' different summation orders in the 12-tap filters differ by a few ulp
+        // of the largest value, so the bound scales with it
         let x = (randn(&[1, 3, 3000], 1.0) * 20_000.0).unwrap();
+        let xmax = x
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let e = max_diff(&a.forward(&x).unwrap(), &a.forward_generic(&x).unwrap());
-        assert!(e < 2e-2, "large arguments: {e}");
+        assert!(
+            e < 16.0 * f32::EPSILON * xmax,
+            "large arguments: {e} (max |x| {xmax})"
+        );
         // non-finite input propagates like the generic path
         let mut v = vec![0.5f32; 3 * 100];
         v[150] = f32::NAN;
