@@ -130,13 +130,26 @@ pub enum Act {
 }
 
 multiversion! {
-    /// Apply `act` in place.
+    /// Apply `act` in place. (Plain `for` loops: a closure passed to `for_each` may be
+    /// compiled out of line, without this function's target features.)
     pub fn act_inplace(x: &mut [f32], act: Act) {
         match act {
             Act::None => {}
-            Act::QuickGelu => x.iter_mut().for_each(|v| *v = math::quick_gelu(*v)),
-            Act::GeluErf => x.iter_mut().for_each(|v| *v = math::gelu_erf(*v)),
-            Act::Silu => x.iter_mut().for_each(|v| *v = math::silu(*v)),
+            Act::QuickGelu => {
+                for v in x.iter_mut() {
+                    *v = math::quick_gelu(*v);
+                }
+            }
+            Act::GeluErf => {
+                for v in x.iter_mut() {
+                    *v = math::gelu_erf(*v);
+                }
+            }
+            Act::Silu => {
+                for v in x.iter_mut() {
+                    *v = math::silu(*v);
+                }
+            }
         }
     }
 }

@@ -281,7 +281,7 @@ impl DividedAttention {
             Axis::Space => out.reshape((b * h, f * n, dh))?,
         };
         let out = Tensor::cat(&[&cls_out, &out], 1)?;
-        Ok(self.proj.forward(&merge_heads(&out, h)?)?)
+        self.proj.forward(&merge_heads(&out, h)?)
     }
 }
 
