@@ -270,6 +270,18 @@ cmd_run() {
     "$mm" bench stream --variant large_44k_v2 "${stream_args[@]}" "${sz[@]}" --json "$OUT/stream_large_44k_v2.json"
   step stream-small_16k "$stime" "$OUT/stream_small_16k.log" \
     "$mm" bench stream --variant small_16k "${stream_args[@]}" "${sz[@]}" --json "$OUT/stream_small_16k.json"
+  # continuation mode (near-live, issue 11): S-16k at hop 1 s, L-44k-v2 at hop 2 s, 16 windows
+  # (the first grow to 8 s); per-hop compute by stage, cache hit rates, RTF = compute / hop
+  local cont=(--device "$dev" --precision bf16 --steps "$steps" --windows 16 --warmup 1 --window 8)
+  local hop16=1 hop44=2
+  [ "$smoke" = 1 ] && cont=(--device "$dev" --precision bf16 --steps 1 --windows 4 --warmup 0 --window 1) \
+    && hop16=0.25 hop44=0.5
+  step stream-continuation-small_16k "$stime" "$OUT/stream_continuation_small_16k.log" \
+    "$mm" bench stream --mode continuation --hop "$hop16" --variant small_16k "${cont[@]}" "${sz[@]}" \
+    --json "$OUT/stream_continuation_small_16k.json"
+  step stream-continuation-large_44k_v2 "$stime" "$OUT/stream_continuation_large_44k_v2.log" \
+    "$mm" bench stream --mode continuation --hop "$hop44" --variant large_44k_v2 "${cont[@]}" "${sz[@]}" \
+    --json "$OUT/stream_continuation_large_44k_v2.json"
   if command -v gst-inspect-1.0 >/dev/null; then
     step gst-inspect 30 "$OUT/gst-inspect.txt" env GST_PLUGIN_PATH="$bin" \
       GST_REGISTRY="$OUT/gst-registry.bin" gst-inspect-1.0 mmaudiogen
@@ -334,6 +346,17 @@ for v in ("large_44k_v2", "small_16k"):
         line += (f"; at the requested {r['requested_hop_s']} s hop: RTF median "
                  f"{r['rtf_requested_hop_median']:.3f} max {r['rtf_requested_hop_max']:.3f} (goal 0.5)")
     print(line)
+for v in ("small_16k", "large_44k_v2"):
+    r = load(f"stream_continuation_{v}.json")
+    if not r:
+        continue
+    r = r[0]
+    st = r.get("stages_median_s", {})
+    print(f"continuation {v}: hop {r['hop_s']:.3f} s, {r['steady_windows']} full windows: compute per hop "
+          f"{r['compute_per_hop_median_s']:.3f} s, RTF median {r['rtf_median']:.3f} max {r['rtf_max']:.3f}; "
+          f"latency hop+held back+frame {r['latency_engine_s']:.3f} s (+compute {r['latency_with_median_compute_s']:.3f} s); "
+          f"cache hits clip {r.get('clip_hit_rate')} sync {r.get('sync_hit_rate')}; stages "
+          + " ".join(f"{k} {st[k]:.3f}" for k in ("preprocess", "clip", "sync", "text", "sampling", "vae", "vocoder") if k in st))
 EOF
   fi
 }

@@ -203,7 +203,7 @@ pub fn check_weights(
     opts: &CheckOptions,
 ) -> Result<CheckReport> {
     let md = ModelDir::open(dir)?;
-    let variant = md.variant(variant)?;
+    let variant = md.choose_variant(variant)?;
     let mode = md.mode(variant);
     let mut store = ChecksumStore::load(&md.root);
     let mut report = CheckReport {
@@ -279,9 +279,27 @@ pub fn check_weights(
                 Err(e) => fc.push(Level::Error, "checksum", e.to_string()),
             }
         }
-        match check_companion_config(c, &p, mode) {
-            Ok(s) => fc.push(Level::Ok, "config", s),
-            Err(e) => fc.push(Level::Error, "config", e.to_string()),
+        let configured = md
+            .manifest
+            .as_ref()
+            .and_then(|m| m.entry(c))
+            .is_some_and(|e| e.config.is_some());
+        if configured {
+            // the loader takes the manifest's configuration and never reads this file
+            fc.push(
+                Level::Ok,
+                "config",
+                format!(
+                    "not used: {} configures the {}",
+                    crate::model_dir::MANIFEST,
+                    c.describe()
+                ),
+            );
+        } else {
+            match check_companion_config(c, &p, mode) {
+                Ok(s) => fc.push(Level::Ok, "config", s),
+                Err(e) => fc.push(Level::Error, "config", e.to_string()),
+            }
         }
         report.files.push(fc);
     }

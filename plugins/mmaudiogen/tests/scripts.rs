@@ -285,3 +285,98 @@ fn live_preview_script_runs_live_with_the_reported_latency() {
     assert!(took > 3.0, "ran in {took} s: not synchronised?");
     drop(pipeline);
 }
+
+fn script_path(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../pipelines")
+        .join(script)
+}
+
+/// `--help` prints the usage on stdout and succeeds; missing (or too many) arguments print
+/// it on stderr and fail with 2. Either way only the header text: no shebang, no shell.
+#[test]
+fn every_script_prints_its_usage_for_help_and_missing_arguments() {
+    let mut scripts: Vec<String> = std::fs::read_dir(script_path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sh") && n != "common.sh")
+        .collect();
+    scripts.sort();
+    assert_eq!(
+        scripts,
+        ["live-preview.sh", "resoundtrack.sh", "text-to-audio.sh"]
+    );
+    let clean = |script: &str, text: &str| {
+        assert!(
+            text.contains(&format!("Usage: {script}")),
+            "{script}: no usage in\n{text}"
+        );
+        for bad in ["#!", "source ", "$(", "BASH_SOURCE", "sed -n", "set -"] {
+            assert!(!text.contains(bad), "{script}: stray {bad:?} in\n{text}");
+        }
+    };
+    for script in &scripts {
+        for flag in ["--help", "-h"] {
+            let out = Command::new("bash")
+                .arg(script_path(script))
+                .arg(flag)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{script} {flag}");
+            clean(script, &String::from_utf8_lossy(&out.stdout));
+        }
+        // live-preview takes at most one argument, the others need two or three
+        let bad_args: &[&str] = if script == "live-preview.sh" {
+            &["a", "b"]
+        } else {
+            &[]
+        };
+        let out = Command::new("bash")
+            .arg(script_path(script))
+            .args(bad_args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{script} {bad_args:?}");
+        assert!(out.stdout.is_empty());
+        clean(script, &String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A pipeline GStreamer cannot build ends with a sentence that says what to do, after
+/// gst-launch-1.0's own line: here the plugin is not on GST_PLUGIN_PATH.
+#[test]
+fn scripts_turn_link_errors_into_a_sentence() {
+    let empty = scratch_dir("no-plugins");
+    let out = Command::new("bash")
+        .arg(script_path("text-to-audio.sh"))
+        .args(["rain", "1", empty.join("x.wav").to_str().unwrap()])
+        .env("GST_PLUGIN_PATH", &empty)
+        .env("GST_REGISTRY", empty.join("registry.bin"))
+        .env("MMAUDIO_MODEL_DIR", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no element \"mmaudiogen\""), "{err}");
+    assert!(
+        err.contains("mmaudiogen was not found: build the plugin")
+            && err.contains("GST_PLUGIN_PATH"),
+        "{err}"
+    );
+    // an element that exists but cannot take the other's output: named in the sentence
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; launch videotestsrc num-buffers=1 ! audioconvert ! fakesink",
+            script_path("common.sh").display()
+        ))
+        .env("MMAUDIO_MODEL_DIR", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("could not connect videotestsrc0 to audioconvert0"),
+        "{err}"
+    );
+}

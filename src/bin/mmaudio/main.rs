@@ -49,8 +49,9 @@ enum Cmd {
     /// the original video stream (not re-encoded) with the new soundtrack.
     #[cfg(feature = "gst")]
     Generate(generate::GenerateArgs),
-    /// Run one window through the generator and draw its video frames above the log-mel
-    /// spectrogram of the generated audio (PNG), e.g. docs/spectrogram.png.
+    /// Draw a soundtrack as a PNG: the video's frames above the log-mel spectrogram of the
+    /// audio, with time (s), frequency (Hz) and level (dB) scales and a title, e.g.
+    /// docs/spectrogram.png (made from the output of `mmaudio generate`).
     #[cfg(feature = "gst")]
     Spectrogram(spectrogram::SpectrogramArgs),
 }
@@ -141,12 +142,14 @@ struct CheckWeightsArgs {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// What to measure: net, vae, vocoder, clip, text, sync, preprocess, e2e (the whole
-    /// generator, one window, per stage), stream (window engine, real-time factor).
+    /// generator, one window, per stage), stream (window engine, real-time factor),
+    /// decoder-edge[-wave] (how far a window's end disturbs the decode before it).
     target: String,
     /// Model variant (small_16k, small_44k, medium_44k, large_44k, large_44k_v2).
     #[arg(long, default_value = "small_16k")]
     variant: Variant,
-    /// Audio mode for vae/vocoder (16k or 44k); defaults to the variant's.
+    /// vae/vocoder: audio mode (16k or 44k; defaults to the variant's). stream: the
+    /// window engine, windows (default) or continuation.
     #[arg(long)]
     mode: Option<String>,
     /// Clip duration in seconds.
@@ -192,13 +195,18 @@ struct BenchArgs {
     /// stream: window length in seconds.
     #[arg(long, default_value_t = 8.0)]
     window: f64,
-    /// stream: hop between window starts in seconds (the engine needs hop >= window/2;
-    /// a shorter hop runs at window/2 and the report gives the RTF for both).
+    /// stream: hop in seconds. windows mode: between window starts (the engine needs
+    /// hop >= window/2; a shorter hop runs at window/2 and the report gives the RTF for
+    /// both). continuation mode: new audio per window (0.25 s to window/2, rounded to whole
+    /// latents).
     #[arg(long, default_value_t = 2.0)]
     hop: f64,
     /// stream: deliver frames at their presentation times (live pacing).
     #[arg(long)]
     realtime: bool,
+    /// stream: switch the generator's CLIP/Synchformer feature caches off.
+    #[arg(long)]
+    no_feature_cache: bool,
 }
 
 fn main() -> Result<()> {
@@ -228,11 +236,7 @@ fn main() -> Result<()> {
 
 fn cmd_parity(a: ParityArgs) -> Result<()> {
     let dir = a.dir.unwrap_or_else(mmaudio::parity::default_dir);
-    anyhow::ensure!(
-        dir.is_dir(),
-        "parity fixture folder {} not found",
-        dir.display()
-    );
+    anyhow::ensure!(dir.is_dir(), mmaudio::parity::missing_fixtures_help(&dir));
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
     let opts = mmaudio::parity::Options {
@@ -281,6 +285,7 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
             num_steps: a.steps,
             ..Default::default()
         },
+        ..Default::default()
     };
     let t = std::time::Instant::now();
     let audio = model.generate_window(&req, &mmaudio::request::Cancel::new(), None)?;
@@ -356,9 +361,13 @@ fn cmd_check_weights(a: CheckWeightsArgs) -> Result<()> {
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
+    let stream_mode = match (a.target.as_str(), &a.mode) {
+        ("stream", Some(m)) => bench::pipeline::StreamMode::parse(m)?,
+        _ => bench::pipeline::StreamMode::Windows,
+    };
     let mode = match &a.mode {
-        Some(m) => Mode::parse(m)?,
-        None => a.variant.mode(),
+        Some(m) if a.target != "stream" => Mode::parse(m)?,
+        _ => a.variant.mode(),
     };
     let opts = BenchOpts {
         variant: a.variant,
@@ -380,6 +389,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             window_s: a.window,
             hop_s: a.hop,
             realtime: a.realtime,
+            mode: stream_mode,
+            feature_cache: !a.no_feature_cache,
         },
     };
     eprintln!(

@@ -569,10 +569,7 @@ fn resolve_model(a: &GenerateArgs) -> Result<(PathBuf, Variant)> {
         );
     }
     let md = ModelDir::open(&dir)?;
-    let variant = a
-        .variant
-        .or_else(|| md.manifest.as_ref().and_then(|m| m.variant))
-        .unwrap_or(DEFAULT_VARIANT);
+    let variant = md.choose_variant(a.variant)?;
     if let Err(e) = md.resolve_all(variant) {
         bail!(
             "model folder {} is incomplete for {variant}: {e}",
@@ -760,6 +757,24 @@ fn window_info(s: &gst::StructureRef) -> Option<WindowInfo> {
     })
 }
 
+/// The `mmaudiogen-model` message as one phrase: `MMAudio small_16k, 16000 Hz, on cpu in f32`.
+fn model_info(s: &gst::StructureRef) -> Option<String> {
+    let name = s.get::<String>("name").ok()?;
+    let rate = s.get::<u32>("rate").ok()?;
+    let mut text = format!("{name}, {rate} Hz");
+    if let Ok(d) = s.get::<String>("device")
+        && !d.is_empty()
+    {
+        text += &format!(", on {d}");
+    }
+    if let Ok(p) = s.get::<String>("precision")
+        && !p.is_empty()
+    {
+        text += &format!(" in {p}");
+    }
+    Some(text)
+}
+
 /// Run `mmaudio generate`.
 pub fn run(a: GenerateArgs) -> Result<()> {
     let (out, kind) = check_args(&a)?;
@@ -853,8 +868,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         0.0
     };
     let gen_wall = wall - stats.load_s.unwrap_or(0.0);
+    // what the element reports it loaded (variant, rate, device and precision in use)
+    let model = stats.model.clone().unwrap_or_else(|| variant.to_string());
     println!(
-        "wrote {}: {secs:.3} s of {rate} Hz audio ({n} samples) from {} window(s) with {variant}; \
+        "wrote {}: {secs:.3} s of {rate} Hz audio ({n} samples) from {} window(s) with {model}; \
          wall time {wall:.1} s (model load {:.1} s); real-time factor {:.2} ({:.2} without the \
          load; < 1 is faster than real time)",
         out.display(),
@@ -869,6 +886,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
 struct Stats {
     windows: u64,
     load_s: Option<f64>,
+    /// The element's `mmaudiogen-model` message: `MMAudio small_16k, 16000 Hz, on cpu in f32`.
+    model: Option<String>,
 }
 
 fn run_pipeline(
@@ -882,6 +901,7 @@ fn run_pipeline(
     let mut stats = Stats {
         windows: 0,
         load_s: None,
+        model: None,
     };
     if pipeline.set_state(gst::State::Playing).is_err() {
         // The reason is on the bus.
@@ -945,6 +965,11 @@ fn run_pipeline(
                 {
                     stats.windows = stats.windows.max(w.index + 1);
                     progress.window(&w);
+                }
+                if let Some(s) = e.structure()
+                    && s.name() == "mmaudiogen-model"
+                {
+                    stats.model = model_info(s);
                 }
             }
             _ => {}
