@@ -54,7 +54,7 @@ use crate::features::tokenizer::ClipTokenizer;
 use crate::generator::{AudioGenerator, CacheStats, LoadOptions, ModelInfo};
 use crate::model_dir::{Component, ModelDir, ResolvedFile};
 use crate::net::MmAudioNet;
-use crate::request::{Cancel, VideoFrame, WindowRequest};
+use crate::request::{Cancel, Stage, VideoFrame, WindowRequest};
 use crate::rng::Rng;
 use crate::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_normalized_latents};
 use crate::vae::VaeConfig;
@@ -449,6 +449,7 @@ impl MmAudio {
             Ok(s)
         };
         let mut t = Instant::now();
+        cancel.report(Stage::Features);
 
         let (clip_f, sync_f, lens) = if req.frames.is_empty() {
             (
@@ -521,6 +522,7 @@ impl MmAudio {
         let latents = self.net.unnormalize(&x1)?;
         timings.sampling_s = lap(&mut t)?;
         cancel.check()?;
+        cancel.report(Stage::Decoding);
         let mel = self.decoder.decode_mel(&latents.to_dtype(self.dtype)?)?;
         timings.vae_s = lap(&mut t)?;
         let wav = self.decoder.vocode(&mel)?;

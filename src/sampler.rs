@@ -22,7 +22,7 @@
 
 use crate::error::{Error, Result};
 use crate::net::{Conditions, MmAudioNet};
-use crate::request::Cancel;
+use crate::request::{Cancel, Stage};
 use candle_core::{DType, Tensor};
 
 /// How to evaluate the two CFG branches.
@@ -195,6 +195,12 @@ impl EulerSampler {
             }
             let dt = (grid[k + 1] - grid[k]) as f64;
             x = (x + (v * dt)?)?;
+            if let Some(c) = cancel {
+                c.report(Stage::Sampling {
+                    step: k + 1,
+                    of: self.num_steps,
+                });
+            }
         }
         if let Some((x1, _, kn)) = &known {
             x = Tensor::cat(&[x1, &x.narrow(1, *kn, n - kn)?], 1)?;

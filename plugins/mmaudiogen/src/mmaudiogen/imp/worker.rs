@@ -68,6 +68,10 @@ impl MMAudioGen {
                         && let Some(job) = shared.jobs.pop_front()
                     {
                         shared.generating = true;
+                        if let Job::Window { span, .. } = &job {
+                            // `stop-after-window` ends the stream after this one.
+                            shared.current = Some(*span);
+                        }
                         break job;
                     }
                     shared = self
@@ -79,6 +83,7 @@ impl MMAudioGen {
             let res = self.process(job);
             let mut shared = lock(&self.shared);
             shared.generating = false;
+            shared.current = None;
             if let Err(err) = res {
                 gst::debug!(CAT, imp = self, "Generator stopped: {err:?}");
                 if !shared.flushing {
@@ -120,9 +125,11 @@ impl MMAudioGen {
                 Ok(gst::FlowSuccess::Ok)
             }
             Job::Window { request, span, cfg } => self.generate_window(request, span, cfg),
+            Job::Finish => self.finish_stream(),
             Job::End { total } => {
                 let res = {
                     let mut output = lock(&self.output);
+                    output.held = None;
                     match output.assembler.as_mut() {
                         Some(a) => a.finish(total).map(Some),
                         None if total == 0 => Ok(None),
@@ -290,11 +297,13 @@ impl MMAudioGen {
             if span.index == 0 || output.assembler.is_none() {
                 output.assembler = Some(Assembler::new(cfg));
             }
-            output
+            let res = output
                 .assembler
                 .as_mut()
                 .expect("set above")
-                .push(&span, audio)
+                .push(&span, audio);
+            output.held = (res.is_ok() && !span.last).then_some(span);
+            res
         };
         match res {
             Ok(chunk) => {
@@ -337,9 +346,10 @@ impl MMAudioGen {
         );
         let deadline = gate.and_then(|gate| self.arm_deadline(gate));
         let started = Instant::now();
+        let cancel = self.progress_cancel(request.index, request.params.num_steps);
         let res = panic::catch_unwind(AssertUnwindSafe(|| {
             let mut generator = lock(generator);
-            let audio = generator.generate(request, &self.cancel);
+            let audio = generator.generate(request, &cancel);
             if let Some(c) = generator.cache_stats() {
                 gst::debug!(
                     CAT,
