@@ -47,7 +47,7 @@ if [ "${MMAUDIO_TEST_MODEL:-0}" = 1 ]; then
 else
   echo "== 3/4 weights for $variant in $models (mmaudio fetch-weights)" >&2
   mkdir -p "$models"
-  if ! "$bin" fetch-weights --variant "$variant" --dir "$models"; then
+  if ! "$bin" fetch-weights --variant "$variant" --model-dir "$models"; then
     echo >&2
     echo "quickstart: the weights could not be fetched (above: which URL failed and where each" >&2
     echo "file belongs). Place them by hand (docs/weights.md) and rerun, or try the whole chain" >&2

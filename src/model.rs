@@ -55,7 +55,7 @@ use crate::features::tokenizer::ClipTokenizer;
 use crate::generator::{AudioGenerator, CacheStats, LoadOptions, ModelInfo};
 use crate::model_dir::{Component, ModelDir, ResolvedFile};
 use crate::net::MmAudioNet;
-use crate::request::{Cancel, VideoFrame, WindowRequest};
+use crate::request::{Cancel, Stage, VideoFrame, WindowRequest};
 use crate::rng::Rng;
 use crate::sampler::{
     EulerSampler, FeatureSet, SeqLens, StepRecord, build_conditions, generate_normalized_latents,
@@ -491,6 +491,7 @@ impl MmAudio {
         let mut timings = WindowTimings::default();
         let start = Instant::now();
         let mut t = Instant::now();
+        cancel.report(Stage::Features);
 
         let (clip_f, sync_f, lens) = if req.frames.is_empty() {
             (
@@ -573,6 +574,7 @@ impl MmAudio {
         let mut t = Instant::now();
         let latents = self.net.unnormalize(&x1)?;
         cancel.check()?;
+        cancel.report(Stage::Decoding);
         let mel = self.decoder.decode_mel(&latents.to_dtype(self.dtype)?)?;
         timings.vae_s = self.lap(&mut t)?;
         let wav = self.decoder.vocode(&mel)?;

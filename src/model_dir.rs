@@ -532,7 +532,7 @@ impl ModelDir {
         Err(Error::MissingFile {
             path: self.root.join(&official),
             what: format!(
-                "{} for {variant}; run `mmaudio fetch-weights --variant {variant} --dir {}` or place it there",
+                "{} for {variant}; run `mmaudio fetch-weights --variant {variant} --model-dir {}` or place it there",
                 c.describe(),
                 self.root.display()
             ),

@@ -133,22 +133,68 @@ impl WindowRequest {
     }
 }
 
-/// Cooperative cancellation, checked between sampler steps.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+/// Where the generation of a window stands, reported through [`Cancel::report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Video (CLIP, Synchformer) and text features are being computed.
+    Features,
+    /// `step` of the `of` sampler steps are done.
+    Sampling { step: usize, of: usize },
+    /// The latents are being decoded (VAE, vocoder).
+    Decoding,
+}
+
+/// Receives the [`Stage`]s of a generation (on the generating thread).
+pub type StageObserver = Arc<dyn Fn(Stage) + Send + Sync>;
+
+/// Cooperative cancellation, checked between sampler steps; also the channel through which
+/// a generator reports its progress ([`Stage`]) to whoever holds the handle.
+#[derive(Clone, Default)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    observer: Option<StageObserver>,
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel")
+            .field("cancelled", &self.is_cancelled())
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
+}
 
 impl Cancel {
     pub fn new() -> Self {
         Self::default()
     }
+    /// A handle sharing this one's cancellation flag whose [`Cancel::report`] calls
+    /// `observer`.
+    pub fn with_observer(&self, observer: StageObserver) -> Self {
+        Self {
+            flag: self.flag.clone(),
+            observer: Some(observer),
+        }
+    }
+    /// Tell the observer (if any) where the generation stands.
+    pub fn report(&self, stage: Stage) {
+        if let Some(observer) = &self.observer {
+            observer(stage);
+        }
+    }
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
+        self.flag.store(true, Ordering::SeqCst)
     }
     pub fn reset(&self) {
-        self.0.store(false, Ordering::SeqCst)
+        self.flag.store(false, Ordering::SeqCst)
+    }
+    /// Whether `other` shares this handle's flag (a clone, or one made by
+    /// [`with_observer`](Self::with_observer)).
+    pub fn same_flag(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.flag, &other.flag)
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.flag.load(Ordering::SeqCst)
     }
     /// `Err(Error::Aborted)` once cancelled.
     pub fn check(&self) -> Result<()> {
@@ -157,5 +203,30 @@ impl Cancel {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn an_observed_handle_shares_the_flag_and_reports_stages() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let base = Cancel::new();
+        let observed = base.with_observer(Arc::new(move |st| s.lock().unwrap().push(st)));
+        base.report(Stage::Features); // no observer: nothing
+        observed.report(Stage::Features);
+        observed.report(Stage::Sampling { step: 1, of: 2 });
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Stage::Features, Stage::Sampling { step: 1, of: 2 }]
+        );
+        base.cancel();
+        assert!(observed.is_cancelled() && observed.check().is_err());
+        observed.reset();
+        assert!(!base.is_cancelled());
     }
 }

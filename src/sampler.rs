@@ -22,7 +22,7 @@
 
 use crate::error::{Error, Result};
 use crate::net::{Conditions, MmAudioNet};
-use crate::request::Cancel;
+use crate::request::{Cancel, Stage};
 use candle_core::{DType, Tensor};
 
 /// How to evaluate the two CFG branches.
@@ -195,6 +195,12 @@ impl EulerSampler {
             }
             let dt = (grid[k + 1] - grid[k]) as f64;
             x = (x + (v * dt)?)?;
+            if let Some(c) = cancel {
+                c.report(Stage::Sampling {
+                    step: k + 1,
+                    of: self.num_steps,
+                });
+            }
         }
         if let Some((x1, _, kn)) = &known {
             x = Tensor::cat(&[x1, &x.narrow(1, *kn, n - kn)?], 1)?;
@@ -379,6 +385,16 @@ fn sample_batch_inner(
         };
         let dt = (grid[k + 1] - grid[k]) as f64;
         x = (x + (v * dt)?)?;
+        // progress, once per cancellation handle (several windows of one stream share one)
+        for (r, &i) in live.iter().enumerate() {
+            let c = items[i].cancel;
+            if !live[..r].iter().any(|&j| items[j].cancel.same_flag(c)) {
+                c.report(Stage::Sampling {
+                    step: k + 1,
+                    of: sampler.num_steps,
+                });
+            }
+        }
     }
     if let Some((x1, _)) = &batch.known
         && !live.is_empty()

@@ -387,7 +387,7 @@ fn check_checksum(
                 Level::Warn,
                 "checksum",
                 format!(
-                    "no recorded checksum (placed by hand?): run `mmaudio fetch-weights --variant {variant} --dir {}` \
+                    "no recorded checksum (placed by hand?): run `mmaudio fetch-weights --variant {variant} --model-dir {}` \
                      with network access to verify it against the Hugging Face Hub",
                     md.root.display()
                 ),
@@ -431,7 +431,7 @@ fn check_checksum(
                     expected: m,
                     actual: sums.md5.clone(),
                     hint: format!(
-                        " ({what}){hint}; delete it and run `mmaudio fetch-weights --variant {variant} --dir {}`",
+                        " ({what}){hint}; delete it and run `mmaudio fetch-weights --variant {variant} --model-dir {}`",
                         md.root.display()
                     ),
                 }
@@ -461,7 +461,7 @@ fn check_checksum(
                     expected: v.sha256.clone(),
                     actual: sums.sha256.clone(),
                     hint: format!(
-                        " (recorded at download, {}): {what}; delete it and run `mmaudio fetch-weights --variant {variant} --dir {}`",
+                        " (recorded at download, {}): {what}; delete it and run `mmaudio fetch-weights --variant {variant} --model-dir {}`",
                         v.against,
                         md.root.display()
                     ),
@@ -482,7 +482,7 @@ fn check_checksum(
             "checksum",
             format!(
                 "SHA-256 {} is not a known published version and no download was recorded: run \
-                 `mmaudio fetch-weights --variant {variant} --dir {}` with network access to verify it",
+                 `mmaudio fetch-weights --variant {variant} --model-dir {}` with network access to verify it",
                 sums.sha256,
                 md.root.display()
             ),

@@ -286,6 +286,72 @@ fn live_preview_script_runs_live_with_the_reported_latency() {
     drop(pipeline);
 }
 
+/// The S16 samples of a WAV file (interleaved) and its channel count.
+fn wav_s16(path: &Path) -> (Vec<i16>, u16) {
+    let (_, bits, channels, _) = wav_info(path);
+    assert_eq!(bits, 16);
+    let data = std::fs::read(path).unwrap();
+    let at = data.windows(4).position(|w| w == b"data").unwrap() + 8;
+    let samples = data[at..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (samples, channels)
+}
+
+#[test]
+fn mix_live_script_mixes_the_soundtrack_under_the_live_sound() {
+    let out = scratch_dir("scripts").join("mix-live.wav");
+    let argv = script_argv(
+        "mix-live.sh",
+        &["--test"],
+        &[
+            ("NUM_BUFFERS", "50"),
+            ("VIDEO_SINK", "fakesink sync=true"),
+            (
+                "AUDIO_SINK",
+                &format!(
+                    "audio/x-raw,format=S16LE ! wavenc ! filesink location={}",
+                    out.display()
+                ),
+            ),
+            ("MMAUDIO_WINDOW_MS", "1000"),
+            ("MMAUDIO_OVERLAP_MS", "200"),
+            ("MMAUDIO_PROCESSING_LATENCY_MS", "300"),
+            ("MMAUDIO_MIX_GAIN_DB", "-6"),
+        ],
+    );
+    assert!(argv.iter().any(|a| a == "audiomixer"), "{argv:?}");
+    let log = new_log();
+    let (_, samples) = run_argv(&argv, 16000, Behaviour::Constant(0.2), &log);
+    assert_eq!(samples, 32_000);
+    let (x, channels) = wav_s16(&out);
+    assert_eq!(channels, 2);
+    // Live: the mix runs from the earlier of the two live starts to the later end, within a
+    // few tens of ms of the 2 s both sources last.
+    let frames = x.len() / 2;
+    assert!(
+        (94_000..=98_500).contains(&frames),
+        "{frames} frames at 48 kHz, expected about 2 s"
+    );
+    // Middle second: the soundtrack (0.2 at −6 dB ≈ 0.1) is the mean, the live 440 Hz sine
+    // (amplitude 0.5) the rest.
+    let mid: Vec<f64> = x[48_000..144_000]
+        .iter()
+        .map(|&v| v as f64 / 32768.0)
+        .collect();
+    let mean = mid.iter().sum::<f64>() / mid.len() as f64;
+    let rms = (mid.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / mid.len() as f64).sqrt();
+    assert!(
+        (mean - 0.2 * 0.501).abs() < 0.01,
+        "mean {mean}: soundtrack not mixed in"
+    );
+    assert!(
+        (rms - 0.5 / 2f64.sqrt()).abs() < 0.03,
+        "rms {rms}: live sound not mixed in"
+    );
+}
+
 fn script_path(script: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../pipelines")
@@ -304,7 +370,12 @@ fn every_script_prints_its_usage_for_help_and_missing_arguments() {
     scripts.sort();
     assert_eq!(
         scripts,
-        ["live-preview.sh", "resoundtrack.sh", "text-to-audio.sh"]
+        [
+            "live-preview.sh",
+            "mix-live.sh",
+            "resoundtrack.sh",
+            "text-to-audio.sh"
+        ]
     );
     let clean = |script: &str, text: &str| {
         assert!(
@@ -325,11 +396,12 @@ fn every_script_prints_its_usage_for_help_and_missing_arguments() {
             assert_eq!(out.status.code(), Some(0), "{script} {flag}");
             clean(script, &String::from_utf8_lossy(&out.stdout));
         }
-        // live-preview takes at most one argument, the others need two or three
-        let bad_args: &[&str] = if script == "live-preview.sh" {
-            &["a", "b"]
-        } else {
-            &[]
+        // live-preview takes at most one argument, mix-live two, the others need two or
+        // three
+        let bad_args: &[&str] = match script.as_str() {
+            "live-preview.sh" => &["a", "b"],
+            "mix-live.sh" => &["a", "b", "c"],
+            _ => &[],
         };
         let out = Command::new("bash")
             .arg(script_path(script))

@@ -61,7 +61,7 @@ struct ParityArgs {
     /// Fixture folder (default: MMAUDIO_PARITY_DIR or ../shared/parity of the source tree).
     dir: Option<PathBuf>,
     /// auto, cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "auto")]
     device: String,
     /// f32 (checks the tolerances) or f16/bf16 (reports the errors against the f32 goldens).
     #[arg(long, default_value = "f32")]
@@ -76,8 +76,11 @@ struct ParityArgs {
 
 #[derive(clap::Args)]
 struct MakeTestModelArgs {
+    /// Folder to write (created if needed); same as --model-dir.
+    dir: Option<PathBuf>,
     /// Folder to write (created if needed).
-    dir: PathBuf,
+    #[arg(long = "model-dir", conflicts_with = "dir")]
+    model_dir: Option<PathBuf>,
     /// Audio mode: 16k or 44k.
     #[arg(long, default_value = "16k")]
     mode: String,
@@ -88,18 +91,18 @@ struct MakeTestModelArgs {
 
 #[derive(clap::Args)]
 struct SelftestArgs {
-    /// Model folder.
+    /// Model folder (default: $MMAUDIO_MODEL_DIR, else ./models).
     #[arg(long)]
-    model_dir: PathBuf,
+    model_dir: Option<PathBuf>,
     /// Variant (defaults to the folder's manifest).
     #[arg(long)]
     variant: Option<Variant>,
     /// Seconds of audio.
     #[arg(long, default_value_t = 8.0)]
     duration: f64,
-    /// Euler steps.
-    #[arg(long, default_value_t = 25)]
-    steps: usize,
+    /// Flow-matching (Euler) steps.
+    #[arg(long = "num-steps", alias = "steps", default_value_t = 25)]
+    num_steps: usize,
     /// Text prompt.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -117,8 +120,9 @@ struct FetchWeightsArgs {
     #[arg(long)]
     variant: Variant,
     /// Model folder (official layout: weights/, ext_weights/); created if absent.
-    #[arg(long, default_value = ".")]
-    dir: PathBuf,
+    /// Default: $MMAUDIO_MODEL_DIR, else ./models.
+    #[arg(long = "model-dir", alias = "dir")]
+    model_dir: Option<PathBuf>,
     /// Only print each URL and the exact path it belongs at (to place files by hand).
     #[arg(long)]
     list: bool,
@@ -129,8 +133,11 @@ struct FetchWeightsArgs {
 
 #[derive(clap::Args)]
 struct CheckWeightsArgs {
-    /// Model folder.
-    dir: PathBuf,
+    /// Model folder; same as --model-dir.
+    dir: Option<PathBuf>,
+    /// Model folder (default: $MMAUDIO_MODEL_DIR, else ./models).
+    #[arg(long = "model-dir", conflicts_with = "dir")]
+    model_dir: Option<PathBuf>,
     /// Model variant (default: the one named by the folder's mmaudio.json).
     #[arg(long)]
     variant: Option<Variant>,
@@ -155,9 +162,9 @@ struct BenchArgs {
     /// Clip duration in seconds.
     #[arg(long, default_value_t = 8.0)]
     duration: f64,
-    /// Euler steps of the full sampling run.
-    #[arg(long, default_value_t = 25)]
-    steps: usize,
+    /// Flow-matching (Euler) steps of the full sampling run.
+    #[arg(long = "num-steps", alias = "steps", default_value_t = 25)]
+    num_steps: usize,
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
@@ -233,20 +240,34 @@ fn main() -> Result<()> {
         Cmd::CheckWeights(a) => cmd_check_weights(a),
         Cmd::MakeTestModel(a) => {
             let mode = Mode::parse(&a.mode)?;
-            mmaudio::test_model::write_test_model(&a.dir, mode, a.seed)?;
-            println!(
-                "wrote a tiny random {mode} test model to {}",
-                a.dir.display()
-            );
+            // No default here: random weights must never land in a real model folder.
+            let dir = a.dir.or(a.model_dir).ok_or_else(|| {
+                anyhow::anyhow!("give the folder to write: mmaudio make-test-model DIR")
+            })?;
+            mmaudio::test_model::write_test_model(&dir, mode, a.seed)?;
+            println!("wrote a tiny random {mode} test model to {}", dir.display());
             Ok(())
         }
         Cmd::Selftest(a) => cmd_selftest(a),
         Cmd::Parity(a) => cmd_parity(a),
         #[cfg(feature = "gst")]
-        Cmd::Generate(a) => generate::run(a),
+        Cmd::Generate(a) => {
+            let status = generate::run(a)?;
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
+        }
         #[cfg(feature = "gst")]
         Cmd::Spectrogram(a) => spectrogram::run(a),
     }
+}
+
+/// The model folder: the argument, else $MMAUDIO_MODEL_DIR, else ./models (the same for
+/// every subcommand).
+fn model_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os("MMAUDIO_MODEL_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("models"))
 }
 
 fn cmd_parity(a: ParityArgs) -> Result<()> {
@@ -271,7 +292,7 @@ fn cmd_parity(a: ParityArgs) -> Result<()> {
 
 fn cmd_selftest(a: SelftestArgs) -> Result<()> {
     use mmaudio::request::{GenerationParams, VideoFrame, WindowRequest};
-    let dir = mmaudio::model_dir::ModelDir::open(&a.model_dir)?;
+    let dir = mmaudio::model_dir::ModelDir::open(model_dir(a.model_dir))?;
     let variant = dir.variant(a.variant)?;
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
@@ -297,7 +318,7 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
         frames,
         params: GenerationParams {
             prompt: a.prompt,
-            num_steps: a.steps,
+            num_steps: a.num_steps,
             ..Default::default()
         },
         ..Default::default()
@@ -323,6 +344,7 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
 
 fn cmd_fetch_weights(a: FetchWeightsArgs) -> Result<()> {
     use mmaudio::fetch::{self, FetchOptions};
+    let dir = model_dir(a.model_dir);
     use std::io::IsTerminal;
     let log: fetch::Log = std::sync::Arc::new(|m: &str| eprintln!("{m}"));
     let opts = FetchOptions {
@@ -331,17 +353,14 @@ fn cmd_fetch_weights(a: FetchWeightsArgs) -> Result<()> {
         ..FetchOptions::default()
     };
     if a.list {
-        print!(
-            "{}",
-            fetch::plan_listing(&a.dir, a.variant, &opts.endpoints)
-        );
+        print!("{}", fetch::plan_listing(&dir, a.variant, &opts.endpoints));
         return Ok(());
     }
-    let shown = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
+    let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
     eprintln!("fetching {} into {}", a.variant, shown.display());
-    fetch::fetch_variant(&a.dir, a.variant, &opts)?;
+    fetch::fetch_variant(&dir, a.variant, &opts)?;
     let report = mmaudio::weights::check::check_weights(
-        &a.dir,
+        &dir,
         Some(a.variant),
         &mmaudio::weights::check::CheckOptions {
             full: false,
@@ -365,10 +384,11 @@ fn cmd_check_weights(a: CheckWeightsArgs) -> Result<()> {
         full: a.full,
         log: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
     };
-    let report = check_weights(&a.dir, a.variant, &opts)?;
+    let dir = model_dir(a.dir.or(a.model_dir));
+    let report = check_weights(&dir, a.variant, &opts)?;
     print!("{}", report.render());
     if !report.ok() {
-        anyhow::bail!("{} error(s) in {}", report.errors(), a.dir.display());
+        anyhow::bail!("{} error(s) in {}", report.errors(), dir.display());
     }
     Ok(())
 }
@@ -388,7 +408,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         variant: a.variant,
         mode,
         duration: a.duration,
-        steps: a.steps,
+        steps: a.num_steps,
         warmup: a.warmup,
         runs: a.runs,
         device,
@@ -419,6 +439,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         bench::device_name(&opts.device),
         opts.dtype
     );
+    // which kernels run (AVX-512 / AVX2 / generic), for the record
+    println!("cpu: {}", mmaudio::cpu::describe());
     let reports = bench::run(&a.target, &opts)?;
     for r in &reports {
         println!("{}", r.summary());

@@ -195,7 +195,30 @@
 //! | `load-time` | GstClockTime | wall time of the load |
 //! | `shared` | bool | the model was already loaded in this process and is shared |
 //!
+//! While a window is generated the element also posts `mmaudiogen-progress` ELEMENT
+//! messages, so a progress display can move within a window (a window takes minutes on a
+//! CPU):
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `index` | u64 | window number in the stream |
+//! | `stage` | string | `features` (video and text encoders), `sampling` or `decoding` (VAE and vocoder) |
+//! | `step` | u32 | sampler steps done (`sampling`; 0 otherwise) |
+//! | `steps` | u32 | sampler steps of the window (`num-steps`) |
+//!
 //! Skipped windows (live QoS, above) also post a QoS message each.
+//!
+//! ## Stopping early
+//!
+//! EOS drains: every window the element holds frames for is generated (up to
+//! `max-in-flight` + 1 windows). To stop sooner, emit the action signal
+//! `stop-after-window` (no arguments): the stream then ends after the window being
+//! generated — windows queued behind it are dropped, later frames are refused (`chain`
+//! returns EOS, so upstream stops), that window's audio is output in full (no fade-out) and
+//! EOS is pushed; a later EOS from upstream is absorbed. The signal returns the pts at which
+//! the audio will end (`GstClockTime`), or `GST_CLOCK_TIME_NONE` when no window has been
+//! generated or is being generated (the stream then ends without audio). A flush or a
+//! READY→PAUSED change starts over. `mmaudio generate` uses it for Ctrl-C and SIGTERM.
 //!
 //! ## Example
 //!
@@ -244,6 +267,7 @@ use std::time::{Duration, Instant};
 
 use super::{GenerationMode, GeneratorFactory, ModelPrecision, ModelVariant};
 
+mod control;
 mod loader;
 mod push;
 mod qos;
@@ -330,6 +354,9 @@ enum Job {
     },
     /// End of a stream (EOS or drain): flush the last samples.
     End { total: u64 },
+    /// `stop-after-window`: output the held tail of the last window generated, then
+    /// nothing more of this stream.
+    Finish,
 }
 
 /// Shared between the streaming thread, the generator thread, the source pad task and the
@@ -358,6 +385,10 @@ struct Shared {
     model: Model,
     load_id: u64,
     upstream_live: bool,
+    /// The window the worker is generating (for `stop-after-window`).
+    current: Option<WindowSpan>,
+    /// `stop-after-window` was emitted: the stream ends after the current window.
+    finished: bool,
 }
 
 impl Default for Shared {
@@ -377,6 +408,8 @@ impl Default for Shared {
             model: Model::None,
             load_id: 0,
             upstream_live: false,
+            current: None,
+            finished: false,
         }
     }
 }
@@ -390,6 +423,9 @@ struct Output {
     rate: Option<u32>,
     discont: bool,
     late_warned: bool,
+    /// The last window generated while the assembler holds its tail (for
+    /// `stop-after-window`); cleared when the stream ends.
+    held: Option<WindowSpan>,
     /// The segment of the audio the generator produces (for running times).
     segment: Option<gst::FormattedSegment<gst::ClockTime>>,
     qos: qos::Qos,
@@ -409,6 +445,7 @@ impl Default for Output {
             rate: None,
             discont: true,
             late_warned: false,
+            held: None,
             segment: None,
             qos: qos::Qos::default(),
             hole_from: None,
@@ -443,6 +480,9 @@ pub struct MMAudioGen {
     factory: Mutex<(Option<Arc<GeneratorFactory>>, u64)>,
     /// Own minimum latency last reported in a LATENCY query.
     reported_latency: Mutex<Option<gst::ClockTime>>,
+    /// Minimum latency last answered to a LATENCY query (upstream + own): the QoS
+    /// deadlines never come sooner, even when the pipeline was configured with less.
+    answered_latency: Mutex<Option<gst::ClockTime>>,
     /// Pipeline latency from the last LATENCY event (the sinks render this late).
     pipeline_latency: Mutex<Option<gst::ClockTime>>,
     /// The generator thread (runs while the source pad is active).
@@ -541,6 +581,7 @@ impl ObjectSubclass for MMAudioGen {
             cancel: Cancel::new(),
             factory: Mutex::new((None, 0)),
             reported_latency: Mutex::new(None),
+            answered_latency: Mutex::new(None),
             pipeline_latency: Mutex::new(None),
             generator_thread: Mutex::new(None),
         }
@@ -548,6 +589,11 @@ impl ObjectSubclass for MMAudioGen {
 }
 
 impl ObjectImpl for MMAudioGen {
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(control::signals);
+        SIGNALS.as_ref()
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::param_specs);
         PROPERTIES.as_ref()
@@ -650,12 +696,15 @@ impl ElementImpl for MMAudioGen {
                 *lock(&self.state) = State::default();
                 *lock(&self.output) = Output::default();
                 *lock(&self.reported_latency) = None;
+                *lock(&self.answered_latency) = None;
                 *lock(&self.pipeline_latency) = None;
                 let mut shared = lock(&self.shared);
                 shared.jobs.clear();
                 shared.out.clear();
                 shared.windows = 0;
                 shared.upstream_live = false;
+                shared.current = None;
+                shared.finished = false;
             }
             gst::StateChange::ReadyToNull => {
                 let mut shared = lock(&self.shared);

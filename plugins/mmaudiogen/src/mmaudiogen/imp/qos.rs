@@ -100,7 +100,11 @@ impl MMAudioGen {
         if !lock(&self.shared).upstream_live {
             return None;
         }
-        let latency = (*lock(&self.pipeline_latency))?;
+        // The sinks render this late. A pipeline configured with less than this element
+        // answered (its audio goes to no synchronised sink, e.g. a file) still gets the
+        // audio within the answered latency: nothing is skipped before that.
+        let latency = (*lock(&self.pipeline_latency))?
+            .max(lock(&self.answered_latency).unwrap_or(gst::ClockTime::ZERO));
         let obj = self.obj();
         if obj.current_state() != gst::State::Playing {
             return None;

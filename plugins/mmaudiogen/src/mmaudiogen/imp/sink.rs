@@ -184,6 +184,10 @@ impl MMAudioGen {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         gst::log!(CAT, obj = pad, "Handling buffer {buffer:?}");
         self.current_flow()?;
+        if lock(&self.shared).finished {
+            // stop-after-window: nothing more of this stream.
+            return Err(gst::FlowError::Eos);
+        }
         let (_, model) = self.wait_for_model()?;
         let settings = lock(&self.settings).clone();
 
@@ -480,6 +484,11 @@ impl MMAudioGen {
                 }
                 self.enqueue(Job::Event(event)).is_ok()
             }
+            EventView::Eos(_) if lock(&self.shared).finished => {
+                // stop-after-window already ended the stream (and queued its EOS).
+                gst::debug!(CAT, imp = self, "EOS after stop-after-window: absorbed");
+                true
+            }
             // The end of the stream, or of a segment seek's segment: its audio goes out
             // first, all of it (a looping application seeks again on SEGMENT_DONE).
             EventView::Eos(_) | EventView::SegmentDone(_) => {
@@ -590,6 +599,14 @@ impl MMAudioGen {
                 Err(err) if err != gst::FlowError::Eos => return Err(err),
                 _ => {}
             }
+            if shared.finished {
+                // stop-after-window: nothing more of this stream goes downstream (events
+                // are accepted and dropped, data is refused).
+                return match job {
+                    Job::Event(_) => Ok(()),
+                    _ => Err(gst::FlowError::Eos),
+                };
+            }
             if !is_window || shared.windows < shared.max_in_flight {
                 break;
             }
@@ -668,6 +685,8 @@ impl MMAudioGen {
         shared.jobs.clear();
         shared.out.clear();
         shared.windows = 0;
+        shared.current = None;
+        shared.finished = false;
         shared.flushing = false;
         shared.flow = Ok(gst::FlowSuccess::Ok);
         self.cancel.reset();
@@ -693,6 +712,7 @@ impl MMAudioGen {
             }
             output.discont = true;
             // `late_warned` stays: the WARNING said further late windows are only logged
+            output.held = None;
             output.hole_from = None;
         }
         let mut shared = lock(&self.shared);

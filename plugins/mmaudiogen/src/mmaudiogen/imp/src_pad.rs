@@ -16,6 +16,7 @@ impl MMAudioGen {
                 let (own_min, own_max) = self.own_latency();
                 lock(&self.shared).upstream_live = live;
                 *lock(&self.reported_latency) = Some(own_min);
+                *lock(&self.answered_latency) = Some(min + own_min);
                 gst::debug!(
                     CAT,
                     imp = self,

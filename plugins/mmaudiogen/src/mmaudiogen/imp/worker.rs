@@ -68,7 +68,13 @@ impl MMAudioGen {
                         && let Some(n) = Self::ready_jobs(&shared)
                     {
                         shared.generating = true;
-                        break shared.jobs.drain(..n).collect::<Vec<Job>>();
+                        let jobs = shared.jobs.drain(..n).collect::<Vec<Job>>();
+                        if let Some(Job::Window { span, .. }) = jobs.last() {
+                            // `stop-after-window` ends the stream after this one (the last
+                            // of a batch).
+                            shared.current = Some(*span);
+                        }
+                        break jobs;
                     }
                     shared = self
                         .cond
@@ -83,6 +89,7 @@ impl MMAudioGen {
             };
             let mut shared = lock(&self.shared);
             shared.generating = false;
+            shared.current = None;
             if let Err(err) = res {
                 gst::debug!(CAT, imp = self, "Generator stopped: {err:?}");
                 if !shared.flushing {
@@ -151,9 +158,11 @@ impl MMAudioGen {
                 Ok(gst::FlowSuccess::Ok)
             }
             Job::Window { request, span, cfg } => self.generate_window(request, span, cfg),
+            Job::Finish => self.finish_stream(),
             Job::End { total } => {
                 let res = {
                     let mut output = lock(&self.output);
+                    output.held = None;
                     match output.assembler.as_mut() {
                         Some(a) => a.finish(total).map(Some),
                         None if total == 0 => Ok(None),
@@ -337,11 +346,13 @@ impl MMAudioGen {
             if span.index == 0 || output.assembler.is_none() {
                 output.assembler = Some(Assembler::new(cfg));
             }
-            output
+            let res = output
                 .assembler
                 .as_mut()
                 .expect("set above")
-                .push(span, audio)
+                .push(span, audio);
+            output.held = (res.is_ok() && !span.last).then_some(*span);
+            res
         };
         match res {
             Ok(chunk) => {
@@ -387,9 +398,11 @@ impl MMAudioGen {
             imp = self,
             "Generating windows {first} to {last} as one batch"
         );
+        // progress messages carry the first window's index
+        let cancel = self.progress_cancel(first, requests[0].params.num_steps);
         let started = Instant::now();
         let res = panic::catch_unwind(AssertUnwindSafe(|| {
-            lock(&generator).generate_many(&requests, &self.cancel)
+            lock(&generator).generate_many(&requests, &cancel)
         }));
         let elapsed = started.elapsed();
         if self.cancel.is_cancelled() {
@@ -461,9 +474,10 @@ impl MMAudioGen {
         );
         let deadline = gate.and_then(|gate| self.arm_deadline(gate));
         let started = Instant::now();
+        let cancel = self.progress_cancel(request.index, request.params.num_steps);
         let res = panic::catch_unwind(AssertUnwindSafe(|| {
             let mut generator = lock(generator);
-            let audio = generator.generate(request, &self.cancel);
+            let audio = generator.generate(request, &cancel);
             if let Some(c) = generator.cache_stats() {
                 gst::debug!(
                     CAT,
