@@ -125,10 +125,14 @@ impl Settings {
     }
 
     /// Windows queued, being generated or waiting to be pushed at most: `max-in-flight`,
-    /// raised to twice `batch-windows` so that a batch can gather while the previous one
-    /// is pushed.
+    /// raised to twice `batch-windows` when that is above 1, so that a batch can gather
+    /// while the previous one is pushed.
     pub(super) fn in_flight(&self) -> usize {
-        (self.max_in_flight as usize).max(2 * self.batch_windows as usize)
+        let max = self.max_in_flight as usize;
+        match self.batch_windows {
+            0 | 1 => max,
+            n => max.max(2 * n as usize),
+        }
     }
 
     pub(super) fn processing_latency(&self) -> gst::ClockTime {
