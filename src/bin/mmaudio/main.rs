@@ -6,6 +6,11 @@ use mmaudio::bench::{self, BenchOpts};
 use mmaudio::{Mode, Variant};
 use std::path::PathBuf;
 
+/// The system allocator, watched only inside `--count-ops` measurements (see
+/// `mmaudio::opcount`).
+#[global_allocator]
+static ALLOC: mmaudio::opcount::CountingAlloc = mmaudio::opcount::CountingAlloc;
+
 #[cfg(feature = "gst")]
 mod commands;
 #[cfg(feature = "gst")]
@@ -65,12 +70,17 @@ struct ParityArgs {
     /// f32 (checks the tolerances) or f16/bf16 (reports the errors against the f32 goldens).
     #[arg(long, default_value = "f32")]
     precision: String,
-    /// Only cases whose name contains this or whose kind equals it.
+    /// Only cases whose name contains this or whose kind equals it (several, comma-separated:
+    /// a case matching any of them runs).
     #[arg(long)]
     filter: Option<String>,
     /// Also write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run every model through its generic path (the code a GPU runs) instead of the fast
+    /// CPU f32 kernels, with the same tolerances.
+    #[arg(long)]
+    generic_kernels: bool,
 }
 
 #[derive(clap::Args)]
@@ -199,6 +209,12 @@ struct BenchArgs {
     /// stream: deliver frames at their presentation times (live pacing).
     #[arg(long)]
     realtime: bool,
+    /// net: also count the tensor operations (≈ GPU kernel launches) per sampler step.
+    #[arg(long)]
+    count_ops: bool,
+    /// Run the generic path (the code a GPU runs) instead of the fast CPU f32 kernels.
+    #[arg(long)]
+    generic_kernels: bool,
 }
 
 fn main() -> Result<()> {
@@ -239,6 +255,7 @@ fn cmd_parity(a: ParityArgs) -> Result<()> {
         device,
         dtype,
         filter: a.filter,
+        generic_kernels: a.generic_kernels,
     };
     let sum = mmaudio::parity::run_dir(&dir, &opts, |l| println!("{l}"))?;
     if let Some(p) = a.json {
@@ -354,6 +371,9 @@ fn cmd_check_weights(a: CheckWeightsArgs) -> Result<()> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
+    if a.generic_kernels {
+        mmaudio::device::set_fast_cpu_kernels(false);
+    }
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
     let mode = match &a.mode {
@@ -381,6 +401,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             hop_s: a.hop,
             realtime: a.realtime,
         },
+        count_ops: a.count_ops,
     };
     eprintln!(
         "bench {}: {} on {} in {:?}",
