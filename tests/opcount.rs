@@ -127,9 +127,10 @@ fn network_step_op_budget() {
     let dev = Device::Cpu;
     for variant in [mmaudio::Variant::Small16k, mmaudio::Variant::Large44kV2] {
         let mut cfg = variant.net_config();
-        // narrow, same structure
-        cfg.hidden_dim = 64;
-        cfg.num_heads = 1;
+        // narrow, same structure (heads of 64 channels, more than one: a single head would
+        // make some head regroupings free)
+        cfg.hidden_dim = 128;
+        cfg.num_heads = 2;
         cfg.clip_dim = 16;
         cfg.sync_dim = 16;
         cfg.text_dim = 16;
