@@ -29,5 +29,10 @@ fi
 args=(--model-dir "$model" --no-progress)
 [ -n "${MMAUDIO_VARIANT:-}" ] && args+=(--variant "$MMAUDIO_VARIANT")
 [ -n "${MMAUDIO_DEVICE:-}" ] && args+=(--device "$MMAUDIO_DEVICE")
-"$bin" generate "$video" -o "$work/out.mkv" --prompt "${MMAUDIO_PROMPT:-a ball bouncing}" "${args[@]}"
-"$bin" spectrogram "$work/out.mkv" -o "$root/docs/spectrogram.png" --duration 8 --frame-interval 1
+prompt="${MMAUDIO_PROMPT:-a ball bouncing}"
+summary=$("$bin" generate "$video" -o "$work/out.mkv" --prompt "$prompt" "${args[@]}")
+echo "$summary"
+# the title names what was loaded: "wrote ...: ... with MMAudio small_16k (...), 16000 Hz, ..."
+variant=$(sed -n 's/.* with MMAudio \([^,]*\),.*/\1/p' <<<"$summary")
+"$bin" spectrogram "$work/out.mkv" -o "$root/docs/spectrogram.png" --duration 8 \
+  --frame-interval 1 --variant "${variant:-unknown}" --prompt "$prompt"

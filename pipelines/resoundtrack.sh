@@ -2,7 +2,7 @@
 # Batch re-soundtrack: generate a new soundtrack for a video file and mux it back with the
 # original video, which is not re-encoded. Audio tracks of the input are dropped.
 #
-# Usage: resoundtrack.sh IN OUT.mp4|OUT.mkv|OUT.webm
+# Usage: resoundtrack.sh IN OUT.mp4|OUT.mkv|OUT.webm     (-h, --help: this text)
 #
 # The video elementary stream (H.264, H.265, VP8, VP9 or AV1) is split with a tee: one
 # branch goes to the muxer as it is, the other is decoded for mmaudiogen. The new audio
@@ -11,10 +11,7 @@
 # MMAUDIO_PROMPT, ...).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-if [ $# -ne 2 ]; then
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-fi
+handle_usage 2 2 "$@"
 IN=$1 OUT=$2
 if [ ! -e "$IN" ] && [ "${MMAUDIO_DRY_RUN:-0}" = 0 ]; then
     echo "error: $IN does not exist" >&2

@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
 # Text-only generation: audio of a given duration from a prompt alone.
 #
-# Usage: text-to-audio.sh "PROMPT" SECONDS OUT.wav|OUT.flac|OUT.ogg
+# Usage: text-to-audio.sh "PROMPT" SECONDS OUT.wav|OUT.flac|OUT.ogg   (-h, --help: this text)
 #
 # A black 25 fps videotestsrc of the wanted duration only sets the timing; mmaudiogen
 # runs with text-only=true, so no frame reaches the model (MMAudio's text-to-audio mode).
 # Long durations are generated in crossfaded windows like any video.
-# Environment: see pipelines/common.sh (MMAUDIO_MODEL_DIR is required).
+# Environment: see pipelines/common.sh (MMAUDIO_MODEL_DIR, default ./models).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-if [ $# -ne 3 ]; then
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-fi
+handle_usage 3 3 "$@"
 PROMPT=$1 SECONDS_WANTED=$2 OUT=$3
 FRAMES=$(awk -v s="$SECONDS_WANTED" 'BEGIN { n = int(s * 25 + 0.5); if (n < 1) exit 1; print n }') || {
     echo "error: invalid duration '$SECONDS_WANTED'" >&2

@@ -471,6 +471,17 @@ for v in ("large_44k_v2", "small_16k"):
         line += (f"; at the requested {r['requested_hop_s']} s hop: RTF median "
                  f"{r['rtf_requested_hop_median']:.3f} max {r['rtf_requested_hop_max']:.3f} (goal 0.5)")
     print(line)
+for v in ("small_16k", "large_44k_v2"):
+    r = load(f"stream_continuation_{v}.json")
+    if not r:
+        continue
+    r = r[0]
+    st = r.get("stages_median_s", {})
+    print(f"continuation {v}: hop {r['hop_s']:.3f} s, {r['steady_windows']} full windows: compute per hop "
+          f"{r['compute_per_hop_median_s']:.3f} s, RTF median {r['rtf_median']:.3f} max {r['rtf_max']:.3f}; "
+          f"latency hop+held back+frame {r['latency_engine_s']:.3f} s (+compute {r['latency_with_median_compute_s']:.3f} s); "
+          f"cache hits clip {r.get('clip_hit_rate')} sync {r.get('sync_hit_rate')}; stages "
+          + " ".join(f"{k} {st[k]:.3f}" for k in ("preprocess", "clip", "sync", "text", "sampling", "vae", "vocoder") if k in st))
 EOF
 }
 
@@ -508,13 +519,27 @@ run_steps() {
     "$mm" bench e2e --variant small_16k "${bench_args[@]}" "${sz[@]}" --json "$OUT/e2e_small_16k.json"
   step e2e-large_44k_v2 75 "$OUT/e2e_large_44k_v2.log" \
     "$mm" bench e2e --variant large_44k_v2 "${bench_args[@]}" "${sz[@]}" --json "$OUT/e2e_large_44k_v2.json"
+  # continuation mode (near-live, issue 11): S-16k at hop 1 s, L-44k-v2 at hop 2 s, 10 windows
+  # (the first grow to 8 s); per-hop compute by stage, cache hit rates, RTF = compute / hop
+  local cont=(--device "$dev" --precision bf16 --steps "$steps" --windows 10 --warmup 1 --window 8)
+  local hop16=1 hop44=2
+  if [ "$smoke" = 1 ]; then
+    cont=(--device "$dev" --precision bf16 --steps 1 --windows 4 --warmup 0 --window 1)
+    hop16=0.25 hop44=0.5
+  fi
+  step stream-continuation-small_16k 25 "$OUT/stream_continuation_small_16k.log" \
+    "$mm" bench stream --mode continuation --hop "$hop16" --variant small_16k "${cont[@]}" "${sz[@]}" \
+    --json "$OUT/stream_continuation_small_16k.json"
+  step stream-continuation-large_44k_v2 35 "$OUT/stream_continuation_large_44k_v2.log" \
+    "$mm" bench stream --mode continuation --hop "$hop44" --variant large_44k_v2 "${cont[@]}" "${sz[@]}" \
+    --json "$OUT/stream_continuation_large_44k_v2.json"
   if [ "$DRY" = 1 ] || [ -d "$parity" ]; then
     step parity-f32 75 "$OUT/parity_f32.log" \
       "$mm" parity "$parity" --device "$dev" --precision f32 "${pfilter[@]}" --json "$OUT/parity_f32.json"
   fi
-  step stream-large_44k_v2 50 "$OUT/stream_large_44k_v2.log" \
+  step stream-large_44k_v2 45 "$OUT/stream_large_44k_v2.log" \
     "$mm" bench stream --variant large_44k_v2 "${stream_args[@]}" "${sz[@]}" --json "$OUT/stream_large_44k_v2.json"
-  step stream-small_16k 35 "$OUT/stream_small_16k.log" \
+  step stream-small_16k 30 "$OUT/stream_small_16k.log" \
     "$mm" bench stream --variant small_16k "${stream_args[@]}" "${sz[@]}" --json "$OUT/stream_small_16k.json"
   if [ "$DRY" = 1 ] || [ -d "$parity" ]; then
     step parity-bf16 40 "$OUT/parity_bf16.log" \

@@ -6,7 +6,8 @@
 # 1. installs the system packages (scripts/install-deps.sh; sudo when not root) and, if
 #    cargo is missing, Rust through rustup;
 # 2. builds the CLI and the GStreamer plugin (cargo build --release --workspace);
-# 3. fetches and verifies the official weights of MMAUDIO_VARIANT (default large_44k_v2)
+# 3. fetches and verifies the official weights of MMAUDIO_VARIANT (default small_16k, the
+#    variant a CPU build can run; large_44k_v2 is the official default, for CUDA builds)
 #    into MMAUDIO_MODEL_DIR (default ./models) — resumable, idempotent; without internet it
 #    stops with the list of URLs and where each file goes (see docs/weights.md);
 # 4. writes a soundtrack for IN (default: an 8 s demo clip made here) to OUT (default
@@ -35,7 +36,8 @@ echo "== 2/4 build (cargo build --release --workspace)" >&2
 cargo build --release --workspace
 bin="$root/target/release/mmaudio"
 
-variant="${MMAUDIO_VARIANT:-large_44k_v2}"
+# this build is CPU-only: the small 16 kHz variant is the one a CPU can run
+variant="${MMAUDIO_VARIANT:-small_16k}"
 models="${MMAUDIO_MODEL_DIR:-$root/models}"
 if [ "${MMAUDIO_TEST_MODEL:-0}" = 1 ]; then
   echo "== 3/4 tiny random test model (MMAUDIO_TEST_MODEL=1): output will be noise" >&2
@@ -45,7 +47,7 @@ if [ "${MMAUDIO_TEST_MODEL:-0}" = 1 ]; then
 else
   echo "== 3/4 weights for $variant in $models (mmaudio fetch-weights)" >&2
   mkdir -p "$models"
-  if ! "$bin" fetch-weights --variant "$variant" --dir "$models"; then
+  if ! "$bin" fetch-weights --variant "$variant" --model-dir "$models"; then
     echo >&2
     echo "quickstart: the weights could not be fetched (above: which URL failed and where each" >&2
     echo "file belongs). Place them by hand (docs/weights.md) and rerun, or try the whole chain" >&2

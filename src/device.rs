@@ -41,6 +41,22 @@ pub fn select_device(spec: &str) -> Result<Device> {
     }
 }
 
+/// The name of a device chosen by [`select_device`] from `spec`, for messages: `cpu`,
+/// `cuda:N` (`auto` on a CUDA machine is `cuda:0`).
+pub fn device_name(spec: &str, device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => {
+            let s = spec.trim().to_ascii_lowercase();
+            match s.strip_prefix("cuda").map(|r| r.trim_start_matches(':')) {
+                Some(n) if !n.is_empty() => format!("cuda:{n}"),
+                _ => "cuda:0".into(),
+            }
+        }
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
 /// Parse a precision; `auto` is bf16 on CUDA (as the official demo) and f32 on the CPU.
 pub fn select_dtype(precision: &str, device: &Device) -> Result<DType> {
     match precision.trim().to_ascii_lowercase().as_str() {

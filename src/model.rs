@@ -16,27 +16,52 @@
 //!
 //! The initial noise comes from our own seeded generator ([`crate::rng`]); seeds do not
 //! reproduce PyTorch's noise.
+//!
+//! ## Shared model, per-stream state
+//!
+//! [`MmAudio`] is the immutable model (every method takes `&self`; it is `Send + Sync`, so
+//! one loaded model can serve many streams). What a stream carries from one window to the
+//! next lives in [`MmAudioStream`], which holds an `Arc<MmAudio>` and implements
+//! [`AudioGenerator`]:
+//!
+//! * **continuation latents**: the final latents (normalised) of the previous window with
+//!   their place on the stream's latent grid; a continuation window
+//!   ([`crate::request::Continuation`]) holds its known prefix from them by inpainting
+//!   ([`crate::sampler::EulerSampler::sample_inpaint`]);
+//! * **feature caches**, keyed by the engine's frame ids ([`VideoFrame::id`]): CLIP image
+//!   features per picked source frame, Synchformer features per 16-frame segment (keyed by
+//!   its 16 source frame ids). Entries of frames the engine will never send again
+//!   ([`WindowRequest::retain_from`]) are evicted after each window, so the caches hold at
+//!   most the frames of the windows still to come. A frame's CLIP features do not depend
+//!   on the other frames of the window, nor a segment's Synchformer features on the other
+//!   segments, so a hit gives the features a full computation would (up to the rounding
+//!   of a different batch size). Synchformer segments recur only when the window start
+//!   moves by a multiple of 8 frames at 25 fps (0.32 s); CLIP frames recur when the 8 fps
+//!   picks of two windows land on the same source frames (see `crate::window`).
 
 use crate::NetConfig;
 use crate::audio_decoder::AudioDecoder;
-use crate::config::{CLIP_FPS, MIN_DURATION_S, Mode, SYNC_FPS, SequenceConfig, Variant};
+use crate::config::{
+    CLIP_FPS, MIN_DURATION_S, Mode, SYNC_FPS, SYNC_SEGMENT_FRAMES, SYNC_STEP, SequenceConfig,
+    Variant,
+};
 use crate::error::{Error, Result};
 use crate::features::clip::{Clip, ClipConfig};
-use crate::features::frames::plan_frames;
+use crate::features::frames::{pick_rate, plan_frames};
 use crate::features::preprocess;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
 use crate::features::tokenizer::ClipTokenizer;
-use crate::generator::{AudioGenerator, LoadOptions};
+use crate::generator::{AudioGenerator, CacheStats, LoadOptions, ModelInfo};
 use crate::model_dir::{Component, ModelDir, ResolvedFile};
 use crate::net::MmAudioNet;
-use crate::request::{Cancel, VideoFrame, WindowRequest};
+use crate::request::{Cancel, Stage, VideoFrame, WindowRequest};
 use crate::rng::Rng;
-use crate::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_latents};
+use crate::sampler::{EulerSampler, FeatureSet, SeqLens, StepRecord, generate_normalized_latents};
 use crate::vae::VaeConfig;
 use crate::vocoder::BigVganConfig;
 use crate::weights::WeightFile;
 use candle_core::{DType, Device, Tensor};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -53,6 +78,10 @@ pub struct MmAudio {
     pub decoder: AudioDecoder,
     pub clip: Clip,
     pub synchformer: Synchformer,
+    /// What the device is called in messages (`cpu`, `cuda:0`).
+    pub device_name: String,
+    /// A note on the weights (the manifest's, e.g. for a tiny random test model).
+    pub note: Option<String>,
     text_cache: Mutex<VecDeque<(String, Tensor)>>,
     /// Timings of the last window, seconds (features, sampling, decoding).
     pub last_timings: Mutex<Option<WindowTimings>>,
@@ -79,6 +108,8 @@ pub struct WindowTimings {
     pub vocoder_s: f64,
     /// The whole `generate_window` call.
     pub total_s: f64,
+    /// Feature-cache lookups of this window (all misses without a stream's cache).
+    pub cache: CacheStats,
 }
 
 fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) -> Result<Option<T>> {
@@ -86,11 +117,20 @@ fn parse_config<T: serde::de::DeserializeOwned>(r: &ResolvedFile, what: &str) ->
         None => Ok(None),
         Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
             Error::config(format!(
-                "manifest config of the {what} ({}): {e}",
+                "{} config of the {what} ({}) is invalid: {e}, in {v}",
+                crate::model_dir::MANIFEST,
                 r.path.display()
             ))
         }),
     }
+}
+
+/// A component configuration from the manifest that does not parse: say whose.
+fn manifest_config_error(r: &ResolvedFile, what: &str, e: Error) -> Error {
+    Error::config(format!(
+        "manifest config of the {what} ({}): {e}",
+        r.path.display()
+    ))
 }
 
 impl MmAudio {
@@ -147,14 +187,18 @@ impl MmAudio {
         let clip_file = get(Component::Clip);
         progress(&format!("loading CLIP {}", clip_file.path.display()));
         let clip_cfg = match &clip_file.config {
-            Some(v) => ClipConfig::from_open_clip_json(v)?,
+            Some(v) => ClipConfig::from_open_clip_json(v)
+                .map_err(|e| manifest_config_error(&clip_file, "CLIP", e))?,
             None => {
                 let json = clip_file.path.with_file_name("open_clip_config.json");
                 if json.is_file() {
+                    let in_json = |e: &dyn std::fmt::Display| {
+                        Error::config(format!("{}: {e}", json.display()))
+                    };
+                    let text = std::fs::read_to_string(&json).map_err(|e| in_json(&e))?;
                     let v: serde_json::Value =
-                        serde_json::from_str(&std::fs::read_to_string(&json)?)
-                            .map_err(|e| Error::config(format!("{}: {e}", json.display())))?;
-                    ClipConfig::from_open_clip_json(&v)?
+                        serde_json::from_str(&text).map_err(|e| in_json(&e))?;
+                    ClipConfig::from_open_clip_json(&v).map_err(|e| in_json(&e))?
                 } else {
                     ClipConfig::dfn5b_vit_h_14_384()
                 }
@@ -165,7 +209,8 @@ impl MmAudio {
         let sync_file = get(Component::Synchformer);
         progress(&format!("loading Synchformer {}", sync_file.path.display()));
         let sync_cfg: SynchformerConfig = match &sync_file.config {
-            Some(v) => SynchformerConfig::from_motionformer_cfg(v)?,
+            Some(v) => SynchformerConfig::from_motionformer_cfg(v)
+                .map_err(|e| manifest_config_error(&sync_file, "Synchformer", e))?,
             None => SynchformerConfig::base(),
         };
         let synchformer = Synchformer::load(
@@ -208,6 +253,12 @@ impl MmAudio {
             decoder,
             clip,
             synchformer,
+            device_name: match device {
+                Device::Cpu => "cpu".into(),
+                Device::Cuda(_) => "cuda".into(),
+                Device::Metal(_) => "metal".into(),
+            },
+            note: None,
             text_cache: Mutex::new(VecDeque::new()),
             last_timings: Mutex::new(None),
         };
@@ -263,9 +314,23 @@ impl MmAudio {
 
     /// Frame indices for the 8 fps and 25 fps streams of a window of `duration`, holding the
     /// last frame when the frames end before the window does.
+    ///
+    /// Each rate is picked as the official `read_frames` does, but without `load_video`'s
+    /// shortening of the duration to the slots filled: a window's frames stop short of its
+    /// end (the frame at the end belongs to the next window), where the official reader,
+    /// given the whole video, still sees it. Shortening would cut the 8 fps picks to
+    /// `int(8 · 25-fps-length)` and hold an earlier frame in the last CLIP slot (caught by the
+    /// `mmaudio_e2e` parity cases).
     pub fn pick_frames(frames: &[VideoFrame], duration: f64) -> Result<(Vec<usize>, Vec<usize>)> {
         let times: Vec<f64> = frames.iter().map(|f| f.pts).collect();
-        let plan = plan_frames(&times, duration)?;
+        let plan = plan_frames(&times, duration)?; // validates the duration and the frames
+        let clip = pick_rate(&times, CLIP_FPS, duration);
+        let sync = pick_rate(&times, SYNC_FPS, duration);
+        debug_assert!(
+            plan.clip
+                .indices
+                .starts_with(&clip.indices[..plan.clip.len()])
+        );
         let n_clip = (duration * CLIP_FPS) as usize;
         let n_sync = (duration * SYNC_FPS) as usize;
         let pad = |mut v: Vec<usize>, n: usize| -> Vec<usize> {
@@ -274,18 +339,43 @@ impl MmAudio {
             v.resize(n, last);
             v
         };
-        Ok((
-            pad(plan.clip.indices, n_clip),
-            pad(plan.sync.indices, n_sync),
-        ))
+        Ok((pad(clip.indices, n_clip), pad(sync.indices, n_sync)))
     }
 
-    /// Generate one window. `observer` sees every sampler step.
+    /// Generate one independent window (no feature cache, no continuation state).
+    /// `observer` sees every sampler step.
     pub fn generate_window(
         &self,
         req: &WindowRequest,
         cancel: &Cancel,
         observer: Option<&mut dyn FnMut(&StepRecord)>,
+    ) -> Result<Vec<f32>> {
+        self.generate_window_in(req, None, cancel, observer, None)
+    }
+
+    /// [`generate_window`](Self::generate_window) from the given initial noise `x0`
+    /// `(1, N, latent_dim)` instead of the seeded draw (`None`): the end-to-end parity cases
+    /// inject the official code's torch noise, which our generator does not reproduce.
+    pub fn generate_window_from_noise(
+        &self,
+        req: &WindowRequest,
+        x0: Option<&Tensor>,
+        cancel: &Cancel,
+        observer: Option<&mut dyn FnMut(&StepRecord)>,
+    ) -> Result<Vec<f32>> {
+        self.generate_window_in(req, x0, cancel, observer, None)
+    }
+
+    /// Generate one window of a stream whose carried state is `stream` (continuation
+    /// latents and feature caches; `None` = an independent window), from the initial noise
+    /// `x0` if given (else the seeded draw).
+    pub fn generate_window_in(
+        &self,
+        req: &WindowRequest,
+        x0: Option<&Tensor>,
+        cancel: &Cancel,
+        observer: Option<&mut dyn FnMut(&StepRecord)>,
+        mut stream: Option<&mut StreamState>,
     ) -> Result<Vec<f32>> {
         let rate = self.sample_rate();
         let want = req.num_samples(rate);
@@ -298,6 +388,55 @@ impl MmAudio {
         // the sync stream needs one 16-frame segment: generate at least that long, trim after
         let duration = req.duration.max(MIN_DURATION_S);
         let seq = SequenceConfig::new(duration, self.mode);
+        let latent_len = match &req.continuation {
+            Some(c) => {
+                let period = self.latent_period() as usize;
+                if c.latents * period != want || c.known >= c.latents || c.keep > c.latents {
+                    return Err(Error::input(format!(
+                        "continuation window {}: {} latents ({} known, {} kept) do not match \
+                         {want} samples at {period} samples per latent",
+                        req.index, c.latents, c.known, c.keep
+                    )));
+                }
+                c.latents
+            }
+            None => seq.latent_seq_len(),
+        };
+        // the known prefix, from the stream's carried latents
+        let known = match (&req.continuation, stream.as_deref()) {
+            (Some(c), _) if c.known == 0 => None,
+            (
+                Some(c),
+                Some(StreamState {
+                    carried: Some(k), ..
+                }),
+            ) if k.first_latent <= c.first_latent
+                && c.first_latent + c.known as u64 <= k.first_latent + k.len() as u64 =>
+            {
+                Some(
+                    k.latents
+                        .narrow(1, (c.first_latent - k.first_latent) as usize, c.known)?,
+                )
+            }
+            (Some(c), state) => {
+                let held = match state.and_then(|s| s.carried.as_ref()) {
+                    Some(k) => format!(
+                        "latents [{}, {})",
+                        k.first_latent,
+                        k.first_latent + k.len() as u64
+                    ),
+                    None => "no latents (a new stream, or the generator was reset)".into(),
+                };
+                return Err(Error::input(format!(
+                    "continuation window {} needs the stream's latents [{}, {}), the generator \
+                     holds {held}",
+                    req.index,
+                    c.first_latent,
+                    c.first_latent + c.known as u64
+                )));
+            }
+            (None, _) => None,
+        };
         let p = &req.params;
         let mut timings = WindowTimings::default();
         let start = Instant::now();
@@ -310,36 +449,39 @@ impl MmAudio {
             Ok(s)
         };
         let mut t = Instant::now();
+        cancel.report(Stage::Features);
 
         let (clip_f, sync_f, lens) = if req.frames.is_empty() {
-            (None, None, SeqLens::from(seq))
+            (
+                None,
+                None,
+                SeqLens {
+                    latent: latent_len,
+                    ..SeqLens::from(seq)
+                },
+            )
         } else {
             let (ci, si) = Self::pick_frames(&req.frames, duration)?;
-            let clip_in = if p.mask_away_clip {
-                None
-            } else {
-                Some(preprocess::clip_frames(&req.frames, &ci, &self.device)?)
-            };
-            let sync_in = preprocess::sync_frames(&req.frames, &si, &self.device)?;
+            let caches = stream
+                .as_deref_mut()
+                .filter(|s| !s.cache_off)
+                .map(|s| &mut s.cache);
+            let mut features = FeatureJob::new(self, req, &ci, &si, caches)?;
             timings.preprocess_s = lap(&mut t)?;
             cancel.check()?;
-            let clip_f = match clip_in {
-                Some(x) => Some(
-                    self.clip
-                        .vision
-                        .encode_video(&x.to_dtype(self.dtype)?.unsqueeze(0)?)?,
-                ),
-                None => None,
+            let clip_f = if p.mask_away_clip {
+                None
+            } else {
+                Some(features.clip()?)
             };
             timings.clip_s = lap(&mut t)?;
             cancel.check()?;
-            let sync_f = self
-                .synchformer
-                .encode_video(&sync_in.to_dtype(self.dtype)?.unsqueeze(0)?)?;
+            let sync_f = features.sync()?;
             timings.sync_s = lap(&mut t)?;
             timings.features_s = timings.clip_s + timings.sync_s;
+            timings.cache = features.stats;
             let lens = SeqLens {
-                latent: seq.latent_seq_len(),
+                latent: latent_len,
                 clip: ci.len(),
                 sync: sync_f.dim(1)?,
             };
@@ -355,20 +497,32 @@ impl MmAudio {
             text: Some(text),
             negative_text: Some(negative),
         };
-        let x0 =
-            Rng::new(p.seed).randn(&[1, lens.latent, self.net.cfg.latent_dim], &self.device)?;
+        let shape = [1, lens.latent, self.net.cfg.latent_dim];
+        let x0 = match x0 {
+            Some(x) if x.dims() == shape => x.to_dtype(DType::F32)?.to_device(&self.device)?,
+            Some(x) => {
+                return Err(Error::input(format!(
+                    "initial noise has shape {:?}, the window needs {shape:?}",
+                    x.dims()
+                )));
+            }
+            None => Rng::new(p.seed).randn(&shape, &self.device)?,
+        };
         let sampler = EulerSampler::new(p.num_steps, p.cfg_strength);
-        let latents = generate_latents(
+        let x1 = generate_normalized_latents(
             &self.net,
             &sampler,
             &features,
             lens,
             &x0,
+            known.as_ref(),
             Some(cancel),
             observer,
         )?;
+        let latents = self.net.unnormalize(&x1)?;
         timings.sampling_s = lap(&mut t)?;
         cancel.check()?;
+        cancel.report(Stage::Decoding);
         let mel = self.decoder.decode_mel(&latents.to_dtype(self.dtype)?)?;
         timings.vae_s = lap(&mut t)?;
         let wav = self.decoder.vocode(&mel)?;
@@ -385,19 +539,308 @@ impl MmAudio {
             )));
         }
         samples.truncate(want);
+        if let Some(state) = stream {
+            if let Some(c) = &req.continuation {
+                state.carried = Some(Carried {
+                    first_latent: c.first_latent,
+                    latents: x1.narrow(1, 0, c.keep)?.contiguous()?,
+                });
+            }
+            if let Some(r) = req.retain_from {
+                state.cache.evict_below(r);
+            }
+        }
         Ok(samples)
+    }
+
+    /// What was loaded, for the messages that report it.
+    pub fn describe(&self) -> ModelInfo {
+        let mut name = format!("MMAudio {}", self.variant);
+        if let Some(note) = &self.note {
+            name += &format!(" ({note})");
+        }
+        ModelInfo {
+            name,
+            variant: Some(self.variant),
+            sample_rate: self.sample_rate(),
+            device: Some(self.device_name.clone()),
+            precision: Some(format!("{:?}", self.dtype).to_lowercase()),
+        }
+    }
+
+    /// Output samples per latent (2 mel frames): 512 at 16 kHz, 1024 at 44.1 kHz.
+    pub fn latent_period(&self) -> u32 {
+        2 * self.mode.hop_length() as u32
     }
 }
 
-impl AudioGenerator for MmAudio {
+/// The final latents of a stream's previous window, normalised, with their place on the
+/// stream's latent grid.
+#[derive(Debug, Clone)]
+pub struct Carried {
+    /// Stream latent index of `latents[0]`.
+    pub first_latent: u64,
+    /// `(1, n, C)` f32, in the network's normalised space.
+    pub latents: Tensor,
+}
+
+impl Carried {
+    fn len(&self) -> usize {
+        self.latents.dim(1).unwrap_or(0)
+    }
+}
+
+/// Per-frame feature caches of one stream (see the module documentation).
+#[derive(Debug, Default)]
+pub struct FeatureCache {
+    /// Frame id → CLIP image features `(D,)`.
+    clip: BTreeMap<u64, Tensor>,
+    /// The 16 source frame ids of a segment → Synchformer features `(8, D)`.
+    sync: BTreeMap<Vec<u64>, Tensor>,
+    pub stats: CacheStats,
+}
+
+/// Entries kept without an eviction horizon from the engine (requests made by hand).
+const CACHE_LIMIT: usize = 4096;
+
+impl FeatureCache {
+    /// Forget the entries of frames with ids below `id`.
+    pub fn evict_below(&mut self, id: u64) {
+        self.clip = self.clip.split_off(&id);
+        self.sync = self.sync.split_off(&vec![id]);
+    }
+    /// Cached CLIP frames and Synchformer segments.
+    pub fn len(&self) -> (usize, usize) {
+        (self.clip.len(), self.sync.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.clip.is_empty() && self.sync.is_empty()
+    }
+    fn bound(&mut self) {
+        while self.clip.len() > CACHE_LIMIT {
+            self.clip.pop_first();
+        }
+        while self.sync.len() > CACHE_LIMIT {
+            self.sync.pop_first();
+        }
+    }
+}
+
+/// What a stream carries between windows: continuation latents and feature caches.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    pub carried: Option<Carried>,
+    pub cache: FeatureCache,
+    /// Compute every window's features from scratch (benchmarks of the cache's effect).
+    pub cache_off: bool,
+}
+
+/// The visual features of one window, computed through the stream's caches when there are
+/// any (and the frames have ids), else directly as the official code does.
+struct FeatureJob<'a> {
+    model: &'a MmAudio,
+    frames: &'a [VideoFrame],
+    clip_idx: &'a [usize],
+    sync_idx: &'a [usize],
+    cache: Option<&'a mut FeatureCache>,
+    stats: CacheStats,
+}
+
+impl<'a> FeatureJob<'a> {
+    fn new(
+        model: &'a MmAudio,
+        req: &'a WindowRequest,
+        clip_idx: &'a [usize],
+        sync_idx: &'a [usize],
+        cache: Option<&'a mut FeatureCache>,
+    ) -> Result<Self> {
+        let ids_known = req.frames.iter().all(|f| f.id.is_some());
+        Ok(Self {
+            model,
+            frames: &req.frames,
+            clip_idx,
+            sync_idx,
+            cache: cache.filter(|_| ids_known),
+            stats: CacheStats::default(),
+        })
+    }
+
+    fn id(&self, i: usize) -> u64 {
+        self.frames[i].id.expect("checked in new")
+    }
+
+    /// CLIP image features `(1, T, D)` of the picked frames.
+    fn clip(&mut self) -> Result<Tensor> {
+        let m = self.model;
+        let encode = |idx: &[usize]| -> Result<Tensor> {
+            let x = preprocess::clip_frames(self.frames, idx, &m.device)?;
+            m.clip
+                .vision
+                .encode_video(&x.to_dtype(m.dtype)?.unsqueeze(0)?)
+        };
+        if self.cache.is_none() {
+            self.stats.clip_misses += distinct(self.clip_idx).len() as u64;
+            return encode(self.clip_idx);
+        }
+        let ids: Vec<u64> = self.clip_idx.iter().map(|&i| self.id(i)).collect();
+        let cache = self.cache.as_deref_mut().expect("checked above");
+        let mut missing = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (&i, &id) in self.clip_idx.iter().zip(&ids) {
+            if seen.insert(id) {
+                if cache.clip.contains_key(&id) {
+                    self.stats.clip_hits += 1;
+                } else {
+                    self.stats.clip_misses += 1;
+                    missing.push(i);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let f = encode(&missing)?.squeeze(0)?;
+            let cache = self.cache.as_deref_mut().expect("checked above");
+            for (k, &i) in missing.iter().enumerate() {
+                cache
+                    .clip
+                    .insert(self.frames[i].id.expect("checked"), f.get(k)?);
+            }
+        }
+        let cache = self.cache.as_deref_mut().expect("checked above");
+        let rows: Vec<Tensor> = ids.iter().map(|id| cache.clip[id].clone()).collect();
+        cache.stats.clip_hits += self.stats.clip_hits;
+        cache.stats.clip_misses += self.stats.clip_misses;
+        cache.bound();
+        Ok(Tensor::stack(&rows, 0)?.unsqueeze(0)?)
+    }
+
+    /// Synchformer features `(1, S·8, D)` of the picked frames.
+    fn sync(&mut self) -> Result<Tensor> {
+        let m = self.model;
+        let encode = |idx: &[usize]| -> Result<Tensor> {
+            let x = preprocess::sync_frames(self.frames, idx, &m.device)?;
+            m.synchformer
+                .encode_video(&x.to_dtype(m.dtype)?.unsqueeze(0)?)
+        };
+        let n_seg = crate::features::frames::sync_num_segments(self.sync_idx.len())?;
+        if self.cache.is_none() {
+            self.stats.sync_misses += n_seg as u64;
+            return encode(self.sync_idx);
+        }
+        let (seg, step) = (SYNC_SEGMENT_FRAMES, SYNC_STEP);
+        let keys: Vec<Vec<u64>> = (0..n_seg)
+            .map(|s| {
+                self.sync_idx[s * step..s * step + seg]
+                    .iter()
+                    .map(|&i| self.id(i))
+                    .collect()
+            })
+            .collect();
+        let cache = self.cache.as_deref_mut().expect("checked above");
+        let hit: Vec<bool> = keys.iter().map(|k| cache.sync.contains_key(k)).collect();
+        // runs of consecutive missing segments are encoded as one clip each
+        let mut s = 0;
+        while s < n_seg {
+            if hit[s] {
+                self.stats.sync_hits += 1;
+                s += 1;
+                continue;
+            }
+            let mut e = s;
+            while e < n_seg && !hit[e] {
+                e += 1;
+            }
+            self.stats.sync_misses += (e - s) as u64;
+            let slots = &self.sync_idx[s * step..(e - 1) * step + seg];
+            let f = encode(slots)?.squeeze(0)?; // ((e − s)·8, D)
+            let per = f.dim(0)? / (e - s);
+            let cache = self.cache.as_deref_mut().expect("checked above");
+            for (k, key) in keys[s..e].iter().enumerate() {
+                cache.sync.insert(key.clone(), f.narrow(0, k * per, per)?);
+            }
+            s = e;
+        }
+        let cache = self.cache.as_deref_mut().expect("checked above");
+        let parts: Vec<Tensor> = keys.iter().map(|k| cache.sync[k].clone()).collect();
+        cache.stats.sync_hits += self.stats.sync_hits;
+        cache.stats.sync_misses += self.stats.sync_misses;
+        cache.bound();
+        Ok(Tensor::cat(&parts, 0)?.unsqueeze(0)?)
+    }
+}
+
+fn distinct(idx: &[usize]) -> Vec<usize> {
+    let mut v = idx.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The MMAudio generator of one stream: a shared [`MmAudio`] plus what the stream carries
+/// from window to window ([`StreamState`]). This is what [`load_generator`] returns.
+pub struct MmAudioStream {
+    model: Arc<MmAudio>,
+    state: StreamState,
+}
+
+impl MmAudioStream {
+    pub fn new(model: Arc<MmAudio>) -> Self {
+        Self {
+            model,
+            state: StreamState::default(),
+        }
+    }
+    pub fn model(&self) -> &Arc<MmAudio> {
+        &self.model
+    }
+    pub fn state(&self) -> &StreamState {
+        &self.state
+    }
+    /// Switch the feature caches off (every window computes all its features) or on.
+    pub fn set_feature_cache(&mut self, on: bool) {
+        self.state.cache_off = !on;
+        if !on {
+            self.state.cache = FeatureCache::default();
+        }
+    }
+    /// [`AudioGenerator::generate`] with a sampler-step observer.
+    pub fn generate_with(
+        &mut self,
+        req: &WindowRequest,
+        cancel: &Cancel,
+        observer: Option<&mut dyn FnMut(&StepRecord)>,
+    ) -> Result<Vec<f32>> {
+        self.model
+            .generate_window_in(req, None, cancel, observer, Some(&mut self.state))
+    }
+}
+
+impl AudioGenerator for MmAudioStream {
     fn sample_rate(&self) -> u32 {
-        MmAudio::sample_rate(self)
+        self.model.sample_rate()
     }
     fn wants_prepared_frames(&self) -> bool {
         true
     }
+    fn picks_frames(&self) -> bool {
+        true
+    }
+    fn latent_period(&self) -> u32 {
+        self.model.latent_period()
+    }
+    fn reset(&mut self) {
+        self.state = StreamState {
+            cache_off: self.state.cache_off,
+            ..Default::default()
+        };
+    }
+    fn cache_stats(&self) -> Option<CacheStats> {
+        Some(self.state.cache.stats)
+    }
+    fn describe(&self) -> ModelInfo {
+        self.model.describe()
+    }
     fn generate(&mut self, req: &WindowRequest, cancel: &Cancel) -> Result<Vec<f32>> {
-        self.generate_window(req, cancel, None)
+        self.generate_with(req, cancel, None)
     }
 }
 
@@ -412,20 +855,279 @@ pub fn load_generator(opts: &LoadOptions) -> Result<Box<dyn AudioGenerator>> {
             what: "MMAudio model directory".into(),
         });
     }
-    Ok(Box::new(load(opts, &mut |_| {})?))
+    Ok(Box::new(MmAudioStream::new(Arc::new(load(
+        opts,
+        &mut |_| {},
+    )?))))
 }
 
-/// Load the generator described by element/CLI options.
+/// Load the generator described by element/CLI options: the variant as
+/// [`ModelDir::choose_variant`] decides, on the device and in the precision they ask for
+/// (`auto` resolved; the result's `device_name` and `dtype` say what was chosen).
 pub fn load(opts: &LoadOptions, progress: &mut dyn FnMut(&str)) -> Result<MmAudio> {
     let dir = ModelDir::open(&opts.model_dir)?;
+    let variant = dir.choose_variant(opts.variant)?;
     let device = crate::device::select_device(&opts.device)?;
     let dtype = crate::device::select_dtype(&opts.precision, &device)?;
-    MmAudio::load(&dir, opts.variant, &device, dtype, progress)
+    let mut model = MmAudio::load(&dir, variant, &device, dtype, progress)?;
+    model.device_name = crate::device::device_name(&opts.device, &device);
+    model.note = dir.manifest.as_ref().and_then(|m| {
+        m.description
+            .as_deref()
+            .filter(|d| d.contains("test model"))
+            .map(|_| "tiny random test model: noise".to_string())
+    });
+    Ok(model)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::{Continuation, GenerationParams};
+
+    fn tiny() -> Arc<MmAudio> {
+        Arc::new(
+            crate::bench::pipeline::random_mmaudio(
+                Variant::Small16k,
+                &Device::Cpu,
+                DType::F32,
+                true,
+                5,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// 25 fps frames of a moving gradient with ids `first_id..`, halfway between the 25 fps
+    /// slots (no ties), pts relative to `t0_s`.
+    fn frames(first_id: u64, n: usize, t0_s: f64) -> Vec<VideoFrame> {
+        let (w, h) = (24usize, 16usize);
+        (0..n)
+            .map(|k| {
+                let id = first_id + k as u64;
+                let data: Vec<u8> = (0..w * h * 3)
+                    .map(|i| ((i / 3 % w) * 7 + id as usize * 13 + (i % 3) * 50) as u8)
+                    .collect();
+                VideoFrame {
+                    id: Some(id),
+                    ..VideoFrame::rgb(
+                        ((k as f64 + 0.5) / 25.0 - t0_s).max(0.0),
+                        w,
+                        h,
+                        Arc::new(data),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    fn params() -> GenerationParams {
+        GenerationParams {
+            prompt: "rain".into(),
+            num_steps: 3,
+            ..Default::default()
+        }
+    }
+
+    /// Two continuation windows of 40 latents (1.28 s at 16 kHz), the second starting 10
+    /// latents (0.32 s = 8 frames) later and holding 30 latents.
+    fn two_windows() -> (WindowRequest, WindowRequest) {
+        let r0 = WindowRequest {
+            index: 0,
+            duration: 1.28,
+            frames: frames(0, 32, 0.0),
+            params: params(),
+            continuation: Some(Continuation {
+                first_latent: 0,
+                latents: 40,
+                known: 0,
+                keep: 40,
+            }),
+            retain_from: Some(0),
+            ..Default::default()
+        };
+        let r1 = WindowRequest {
+            index: 1,
+            start: 0.32,
+            duration: 1.28,
+            frames: frames(8, 32, 0.0),
+            params: GenerationParams {
+                seed: 43,
+                ..params()
+            },
+            continuation: Some(Continuation {
+                first_latent: 10,
+                latents: 40,
+                known: 30,
+                keep: 40,
+            }),
+            retain_from: Some(8),
+        };
+        (r0, r1)
+    }
+
+    #[test]
+    fn continuation_reproduces_the_known_prefix_exactly() {
+        let model = tiny();
+        let mut g = MmAudioStream::new(model.clone());
+        let (r0, r1) = two_windows();
+        let cancel = Cancel::new();
+        let a0 = g.generate(&r0, &cancel).unwrap();
+        assert_eq!(a0.len(), 40 * 512);
+        let k0 = g.state().carried.clone().unwrap();
+        assert_eq!(k0.first_latent, 0);
+        let a1 = g.generate(&r1, &cancel).unwrap();
+        assert_eq!(a1.len(), 40 * 512);
+        let k1 = g.state().carried.clone().unwrap();
+        assert_eq!(k1.first_latent, 10);
+        // latents 10..40 of window 0 are latents 0..30 of window 1, bit for bit
+        let held: Vec<f32> = k0
+            .latents
+            .narrow(1, 10, 30)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let got: Vec<f32> = k1
+            .latents
+            .narrow(1, 0, 30)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(held, got);
+        // the new latents are not a copy of anything held
+        let new: Vec<f32> = k1
+            .latents
+            .narrow(1, 30, 10)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(new.iter().all(|x| x.is_finite()));
+        assert_ne!(new, held[..new.len()].to_vec());
+
+        // After a reset the generator no longer holds the latents: a clear error.
+        g.reset();
+        let e = g.generate(&r1, &cancel).unwrap_err().to_string();
+        assert!(
+            e.contains("needs the stream's latents [10, 40)") && e.contains("reset"),
+            "{e}"
+        );
+        // A window without continuation is what generate_window gives.
+        let mut plain = r0.clone();
+        plain.continuation = None;
+        let a = g.generate(&plain, &cancel).unwrap();
+        let b = model.generate_window(&plain, &cancel, None).unwrap();
+        assert_eq!(a, b);
+    }
+
+    /// The caches give the features a full computation gives, and a continuation window
+    /// decodes the same whatever computed its features; decoding is repeatable (the same
+    /// history gives the same audio, bit for bit).
+    #[test]
+    fn caches_match_a_full_computation_and_decoding_is_repeatable() {
+        let model = tiny();
+        let cancel = Cancel::new();
+        let (r0, r1) = two_windows();
+        let mut g = MmAudioStream::new(model.clone());
+        g.generate(&r0, &cancel).unwrap();
+        let a1 = g.generate(&r1, &cancel).unwrap();
+        let stats = g.cache_stats().unwrap();
+        // window 1 starts 8 frames later: its first two 25 fps segments are window 0's
+        // last two; its 8 fps picks (3.125 frames apart) land on other frames
+        assert_eq!(
+            (stats.sync_misses, stats.sync_hits),
+            (3 + 1, 2),
+            "{stats:?}"
+        );
+        assert_eq!(
+            (stats.clip_misses, stats.clip_hits),
+            (10 + 10, 0),
+            "{stats:?}"
+        );
+        // frames 0..8 are evicted (retain_from = 8)
+        assert!(g.state().cache.clip.keys().all(|&id| id >= 8));
+        // the same history again: the same audio, bit for bit
+        let mut again = MmAudioStream::new(model.clone());
+        again.generate(&r0, &cancel).unwrap();
+        assert_eq!(again.generate(&r1, &cancel).unwrap(), a1);
+
+        // window 1 with cold caches (every feature computed): the same features and
+        // latents up to rounding (the tiny random decoder's saturated output would turn
+        // a rounding difference into a sign flip, so the audio is not compared)
+        let mut cold = MmAudioStream::new(model.clone());
+        cold.set_feature_cache(false);
+        cold.generate(&r0, &cancel).unwrap();
+        cold.generate(&r1, &cancel).unwrap();
+        assert_eq!(cold.cache_stats().unwrap().sync_hits, 0);
+        let lat = |g: &MmAudioStream| -> Vec<f32> {
+            let k = g.state().carried.as_ref().unwrap();
+            k.latents.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert!(max_diff(&lat(&g), &lat(&cold)) < 1e-3);
+
+        // features through the cache against a full computation, for window 1 after
+        // window 0, and for two independent 2 s windows 1 s apart: CLIP frames recur when
+        // windows move by a whole second (25 frames = 8 slots), 8 of 16 picks
+        let wa = WindowRequest {
+            duration: 2.0,
+            frames: frames(0, 50, 0.0),
+            params: params(),
+            ..Default::default()
+        };
+        let wb = WindowRequest {
+            index: 1,
+            start: 1.0,
+            frames: frames(25, 50, 0.0),
+            ..wa.clone()
+        };
+        for (first, second, hits) in [(&r0, &r1, (0, 2)), (&wa, &wb, (8, 0))] {
+            let mut cache = FeatureCache::default();
+            features(&model, first, Some(&mut cache));
+            cache.stats = CacheStats::default();
+            let (c_hot, s_hot) = features(&model, second, Some(&mut cache));
+            assert_eq!((cache.stats.clip_hits, cache.stats.sync_hits), hits);
+            let (c_full, s_full) = features(&model, second, None);
+            assert!(max_diff(&c_hot, &c_full) < 1e-5, "clip");
+            assert!(max_diff(&s_hot, &s_full) < 1e-5, "sync");
+        }
+    }
+
+    fn features(
+        model: &MmAudio,
+        req: &WindowRequest,
+        cache: Option<&mut FeatureCache>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (ci, si) = MmAudio::pick_frames(&req.frames, req.duration).unwrap();
+        let mut job = FeatureJob::new(model, req, &ci, &si, cache).unwrap();
+        let flat = |t: Tensor| -> Vec<f32> {
+            t.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        (flat(job.clip().unwrap()), flat(job.sync().unwrap()))
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn the_model_is_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<MmAudio>();
+    }
 
     #[test]
     fn load_generator_names_a_missing_directory() {
@@ -435,6 +1137,30 @@ mod tests {
         };
         let e = load_generator(&opts).err().unwrap().to_string();
         assert!(e.contains("/nonexistent/mmaudio-models"), "{e}");
+        // the test model's manifest names small_16k: that is what loads and is reported,
+        // and a contradicting request is refused
+        let dir = std::env::temp_dir().join(format!("mmaudio-model-load-{}", std::process::id()));
+        crate::test_model::write_test_model(&dir, Mode::Khz16, 3).unwrap();
+        let opts = LoadOptions {
+            model_dir: dir.clone(),
+            device: "auto".into(),
+            ..Default::default()
+        };
+        let info = load_generator(&opts).unwrap().describe();
+        assert_eq!(info.variant, Some(Variant::Small16k));
+        assert_eq!(
+            info.to_string(),
+            "MMAudio small_16k (tiny random test model: noise), 16000 Hz, on cpu in f32"
+        );
+        let e = load_generator(&LoadOptions {
+            variant: Some(Variant::Large44kV2),
+            ..opts
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("not the requested large_44k_v2"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
         let e = load_generator(&LoadOptions::default())
             .err()
             .unwrap()

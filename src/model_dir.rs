@@ -416,7 +416,10 @@ impl ModelDir {
         }
         let mpath = root.join(MANIFEST);
         let manifest = if mpath.is_file() {
-            let text = std::fs::read_to_string(&mpath)?;
+            let text = std::fs::read_to_string(&mpath).map_err(|e| Error::WeightFile {
+                path: mpath.clone(),
+                reason: format!("cannot read the manifest: {e}"),
+            })?;
             Some(
                 serde_json::from_str::<Manifest>(&text).map_err(|e| Error::WeightFile {
                     path: mpath.clone(),
@@ -438,6 +441,42 @@ impl ModelDir {
                 "no variant given and {} has no manifest naming one",
                 self.root.display()
             ))),
+        }
+    }
+
+    /// The variant to load, decided once for the element, the CLI and `check-weights`:
+    ///
+    /// * the folder's `mmaudio.json` names a variant: that one. A different `requested`
+    ///   one is refused with an error naming both — the manifest's files are that
+    ///   variant's, and loading them under another name would announce a sample rate and a
+    ///   network that are not what runs;
+    /// * no manifest: `requested`, else the one variant whose flow network is in the
+    ///   folder, else [`Variant::Large44kV2`] (the official default) when several or none
+    ///   are there (the missing files are then reported for it).
+    pub fn choose_variant(&self, requested: Option<Variant>) -> Result<Variant> {
+        let named = self.manifest.as_ref().and_then(|m| m.variant);
+        match (requested, named) {
+            (Some(r), Some(m)) if r != m => Err(Error::config(format!(
+                "{} holds {m} (its {MANIFEST} says so), not the requested {r}: ask for {m}, or \
+                 leave the variant unset (auto) to use what the folder holds",
+                self.root.display()
+            ))),
+            (_, Some(m)) => Ok(m),
+            (Some(r), None) => Ok(r),
+            (None, None) => {
+                let present: Vec<Variant> = Variant::ALL
+                    .into_iter()
+                    .filter(|&v| {
+                        self.candidates(&official_path(v, Component::Net))
+                            .iter()
+                            .any(|p| p.is_file())
+                    })
+                    .collect();
+                Ok(match present.as_slice() {
+                    [one] => *one,
+                    _ => Variant::Large44kV2,
+                })
+            }
         }
     }
 
@@ -493,7 +532,7 @@ impl ModelDir {
         Err(Error::MissingFile {
             path: self.root.join(&official),
             what: format!(
-                "{} for {variant}; run `mmaudio fetch-weights --variant {variant} --dir {}` or place it there",
+                "{} for {variant}; run `mmaudio fetch-weights --variant {variant} --model-dir {}` or place it there",
                 c.describe(),
                 self.root.display()
             ),
@@ -578,12 +617,44 @@ mod tests {
                 .to_string()
                 .contains("nope")
         );
+        // no manifest: the one network present decides; an explicit request is kept
+        assert_eq!(md.choose_variant(None).unwrap(), Variant::Small16k);
+        assert_eq!(
+            md.choose_variant(Some(Variant::Medium44k)).unwrap(),
+            Variant::Medium44k
+        );
+        std::fs::write(d.join("mmaudio_large_44k_v2_fp16.safetensors"), b"x").unwrap();
+        assert_eq!(md.choose_variant(None).unwrap(), Variant::Large44kV2);
+        // a manifest naming a variant wins, and a contradicting request is refused
+        std::fs::write(d.join(MANIFEST), br#"{"variant": "small_16k"}"#).unwrap();
+        let md = ModelDir::open(&d).unwrap();
+        assert_eq!(md.choose_variant(None).unwrap(), Variant::Small16k);
+        assert_eq!(
+            md.choose_variant(Some(Variant::Small16k)).unwrap(),
+            Variant::Small16k
+        );
+        let e = md
+            .choose_variant(Some(Variant::Small44k))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("holds small_16k") && e.contains("not the requested small_44k"),
+            "{e}"
+        );
         std::fs::write(d.join(MANIFEST), b"{ not json").unwrap();
         let e = ModelDir::open(&d).unwrap_err().to_string();
         assert!(
             e.contains("mmaudio.json") && e.contains("invalid manifest"),
             "{e}"
         );
+        // Not UTF-8 (found by tests/fuzz_loaders.rs: the error did not name the file).
+        std::fs::write(
+            d.join(MANIFEST),
+            b"{\"format\": 1, \"description\": \"\xff\"}",
+        )
+        .unwrap();
+        let e = ModelDir::open(&d).unwrap_err().to_string();
+        assert!(e.contains("mmaudio.json") && e.contains("UTF-8"), "{e}");
         std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -8,10 +8,21 @@
 //! of `2B` by default ([`CfgMode::Batched`]), which is faster on CPU and GPU alike.
 //!
 //! The sampler is outside the network, as in candle-transformers' flux/mmdit.
+//!
+//! **Inpainting** (continuation windows, [`EulerSampler::sample_inpaint`]): the leading
+//! `k` latents of the sequence may be known (the final latents of earlier windows, in the
+//! network's normalised space). Before each step at time `t` their positions of the state
+//! are set to the point of the official conditional flow
+//! (`FlowMatching.get_conditional_flow`) between the same window's noise `x0` and the known
+//! `x1`: `x_t = t·x1 + (1 − (1 − σ_min)·t)·x0`, with `σ_min = 0` as in the official
+//! inference; after the last step they are set to `x1` exactly. The network sees a state
+//! that is on the path it was trained on at the known positions, so the new latents are
+//! generated in context and the known ones come out unchanged. With `k = 0` nothing is
+//! touched: the sampler is bit-identical to plain sampling.
 
 use crate::error::{Error, Result};
 use crate::net::{Conditions, MmAudioNet};
-use crate::request::Cancel;
+use crate::request::{Cancel, Stage};
 use candle_core::{DType, Tensor};
 
 /// How to evaluate the two CFG branches.
@@ -85,12 +96,55 @@ impl EulerSampler {
         cond: &Conditions,
         uncond: &Conditions,
         cancel: Option<&Cancel>,
+        observer: Option<&mut dyn FnMut(&StepRecord)>,
+    ) -> Result<Tensor> {
+        self.sample_inpaint(net, x0, None, cond, uncond, cancel, observer)
+    }
+
+    /// [`sample`](Self::sample) with the leading latents `known (B, k, C)` (normalised,
+    /// `k < N`) held by inpainting (see the module documentation). The returned state has
+    /// exactly `known` in its first `k` positions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_inpaint(
+        &self,
+        net: &MmAudioNet,
+        x0: &Tensor,
+        known: Option<&Tensor>,
+        cond: &Conditions,
+        uncond: &Conditions,
+        cancel: Option<&Cancel>,
         mut observer: Option<&mut dyn FnMut(&StepRecord)>,
     ) -> Result<Tensor> {
         if self.num_steps == 0 {
             return Err(Error::config("num-steps must be at least 1"));
         }
         let b = x0.dim(0)?;
+        let n = x0.dim(1)?;
+        let known = match known {
+            Some(k) if k.dim(1)? > 0 => {
+                let kn = k.dim(1)?;
+                if k.dim(0)? != b || k.dim(2)? != x0.dim(2)? || kn >= n {
+                    return Err(Error::input(format!(
+                        "known latents {:?} do not fit a state {:?} (at most {} positions)",
+                        k.dims(),
+                        x0.dims(),
+                        n.saturating_sub(1)
+                    )));
+                }
+                let x0k = x0.narrow(1, 0, kn)?.to_dtype(DType::F32)?;
+                Some((k.to_dtype(DType::F32)?, x0k, kn))
+            }
+            _ => None,
+        };
+        // x_t at the known positions, the rest of the state unchanged
+        let hold = |x: Tensor, t: f32| -> Result<Tensor> {
+            let Some((x1, x0k, kn)) = &known else {
+                return Ok(x);
+            };
+            let t = t as f64;
+            let xt = ((x1 * t)? + (x0k * (1.0 - (1.0 - SIGMA_MIN) * t))?)?;
+            Ok(Tensor::cat(&[&xt, &x.narrow(1, *kn, n - kn)?], 1)?)
+        };
         let grid = euler_grid(self.num_steps);
         let t_embs = net.time_embeddings(&grid[..self.num_steps])?;
         let use_cfg = self.cfg_strength >= 1.0;
@@ -108,6 +162,7 @@ impl EulerSampler {
             if let Some(c) = cancel {
                 c.check()?;
             }
+            x = hold(x, grid[k])?;
             let t_emb = t_embs.narrow(0, k, 1)?;
             let xn = x.to_dtype(ndt)?;
             let f32v = |v: Tensor| v.to_dtype(DType::F32);
@@ -140,10 +195,22 @@ impl EulerSampler {
             }
             let dt = (grid[k + 1] - grid[k]) as f64;
             x = (x + (v * dt)?)?;
+            if let Some(c) = cancel {
+                c.report(Stage::Sampling {
+                    step: k + 1,
+                    of: self.num_steps,
+                });
+            }
+        }
+        if let Some((x1, _, kn)) = &known {
+            x = Tensor::cat(&[x1, &x.narrow(1, *kn, n - kn)?], 1)?;
         }
         Ok(x)
     }
 }
+
+/// `σ_min` of the official inference `FlowMatching` (`min_sigma=0`).
+pub const SIGMA_MIN: f64 = 0.0;
 
 /// Features of one generation (official `generate` after feature extraction). `None` means
 /// the learned empty sequence (no video → text-to-audio; `mask-away-clip` → no CLIP).
@@ -217,10 +284,26 @@ pub fn generate_latents(
     cancel: Option<&Cancel>,
     observer: Option<&mut dyn FnMut(&StepRecord)>,
 ) -> Result<Tensor> {
+    let x1 = generate_normalized_latents(net, sampler, features, lens, x0, None, cancel, observer)?;
+    net.unnormalize(&x1)
+}
+
+/// Noise → the sampler's final state `(B, N, C)` in f32, still in the network's normalised
+/// space, with the leading latents `known` (normalised) held by inpainting.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_normalized_latents(
+    net: &MmAudioNet,
+    sampler: &EulerSampler,
+    features: &FeatureSet,
+    lens: SeqLens,
+    x0: &Tensor,
+    known: Option<&Tensor>,
+    cancel: Option<&Cancel>,
+    observer: Option<&mut dyn FnMut(&StepRecord)>,
+) -> Result<Tensor> {
     let b = x0.dim(0)?;
     let (cond, uncond) = build_conditions(net, b, features, lens)?;
-    let x1 = sampler.sample(net, x0, &cond, &uncond, cancel, observer)?;
-    net.unnormalize(&x1)
+    sampler.sample_inpaint(net, x0, known, &cond, &uncond, cancel, observer)
 }
 
 #[cfg(test)]

@@ -176,6 +176,22 @@ pub fn write_test_model(dir: &Path, mode: Mode, seed: u64) -> Result<Manifest> {
             config,
             md5: None,
         };
+    // each entry carries the MD5 of its file, so `mmaudio check-weights` verifies these
+    // files (not the official checkpoints they are named after) and reports no error
+    let md5 = |c: Component| -> Result<Option<String>> {
+        Ok(Some(
+            crate::weights::checksums::hash_file(&dir.join(rel(c)), &mut |_| {})?.md5,
+        ))
+    };
+    let entry = |c: Component,
+                 key: Option<&str>,
+                 config: Option<serde_json::Value>|
+     -> Result<ComponentEntry> {
+        Ok(ComponentEntry {
+            md5: md5(c)?,
+            ..entry(c, key, config)
+        })
+    };
     let manifest = Manifest {
         format: 1,
         variant: Some(variant),
@@ -188,19 +204,19 @@ pub fn write_test_model(dir: &Path, mode: Mode, seed: u64) -> Result<Manifest> {
             Component::Net,
             None,
             Some(serde_json::to_value(&net_cfg).unwrap()),
-        )),
+        )?),
         vae: Some(entry(
             Component::Vae,
             None,
             Some(serde_json::to_value(vae_cfg).unwrap()),
-        )),
+        )?),
         vocoder: Some(entry(
             Component::Vocoder,
             Some("generator"),
             Some(serde_json::to_value(&voc_cfg).unwrap()),
-        )),
-        synchformer: Some(entry(Component::Synchformer, None, Some(sync_json))),
-        clip: Some(entry(Component::Clip, None, Some(clip_json))),
+        )?),
+        synchformer: Some(entry(Component::Synchformer, None, Some(sync_json))?),
+        clip: Some(entry(Component::Clip, None, Some(clip_json))?),
     };
     std::fs::write(
         dir.join(MANIFEST),

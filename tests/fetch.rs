@@ -684,7 +684,7 @@ fn unreachable_server_names_every_url_and_target_path() {
 
     // the same through the CLI, with the endpoints from the environment
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mmaudio"))
-        .args(["fetch-weights", "--variant", "small_16k", "--dir"])
+        .args(["fetch-weights", "--variant", "small_16k", "--model-dir"])
         .arg(d.join("cli"))
         .env("MMAUDIO_HF_ENDPOINT", &base)
         .env("MMAUDIO_RELEASE_BASE_URL", format!("{base}/rel"))

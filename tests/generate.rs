@@ -225,6 +225,13 @@ fn video_to_wav_and_mp4_soundtrack_lasts_exactly_the_video() {
         "{text}"
     );
     assert!(text.contains("160000 samples"), "{text}");
+    // the summary says what was loaded: variant, rate, device and precision in use
+    assert!(
+        text.contains(
+            "with MMAudio small_16k (tiny random test model: noise), 16000 Hz, on cpu in f32"
+        ),
+        "{text}"
+    );
     assert_eq!(wav_samples(&wav), (160_000, 16_000), "10 s at 16 kHz");
 
     // .mp4: the video copied (same encoded stream), the soundtrack in AAC, exactly 10 s
@@ -261,17 +268,85 @@ fn video_to_wav_and_mp4_soundtrack_lasts_exactly_the_video() {
             .arg(&mp4)
             .arg("-o")
             .arg(&png)
-            .args(["--duration", "8"]),
+            .args([
+                "--duration",
+                "8",
+                "--variant",
+                "small_16k",
+                "--prompt",
+                "footsteps",
+            ]),
     );
     assert!(
-        text.contains("8 frame(s)") && text.contains("80 mel bands"),
+        text.contains("8 frame(s)") && text.contains("80 mel bands (0–8000 Hz), 80 dB shown"),
         "{text}"
     );
-    let data = std::fs::read(&png).unwrap();
+    // margins: 64 px of frequency labels, 88 px of colour scale, 28 px of title, 30 px
+    // of time axis; 128 px per second; 80 bands of 3 px; a 100 px strip of frames
+    assert_eq!(png_size(&png), (64 + 8 * 128 + 88, 28 + 100 + 80 * 3 + 30));
+    // asked for more than there is: the picture ends where the audio does (10 s)
+    let text = run_ok(
+        mmaudio()
+            .arg("spectrogram")
+            .arg(&mp4)
+            .arg("-o")
+            .arg(&png)
+            .args(["--duration", "30"]),
+    );
+    assert!(text.contains("10.000 s of audio"), "{text}");
+    assert_eq!(png_size(&png), (64 + 10 * 128 + 88, 28 + 100 + 80 * 3 + 30));
+    // --help says what it draws
+    let help = run_ok(mmaudio().args(["spectrogram", "--help"]));
+    for what in ["seconds", "Hz", "dB", "title"] {
+        assert!(help.contains(what), "{what} not in\n{help}");
+    }
+}
+
+fn png_size(png: &Path) -> (u32, u32) {
+    let data = std::fs::read(png).unwrap();
     assert_eq!(&data[1..4], b"PNG");
     let w = u32::from_be_bytes(data[16..20].try_into().unwrap());
     let h = u32::from_be_bytes(data[20..24].try_into().unwrap());
-    assert_eq!((w, h), (8 * 128, 96 + 4 + 6 + 80 * 3));
+    (w, h)
+}
+
+/// The variant a folder holds is what loads; a contradicting `--variant` is refused before
+/// anything is written, and `check-weights` finds nothing wrong with a `make-test-model`
+/// folder (and says what it holds).
+#[test]
+fn variant_is_the_folders_and_check_weights_accepts_test_models() {
+    let input = input_video();
+    let model = test_model("16k");
+    let out = scratch().join("refused.wav");
+    let e = run_err(
+        mmaudio()
+            .arg("generate")
+            .arg(input)
+            .arg("-o")
+            .arg(&out)
+            .arg("--model-dir")
+            .arg(model)
+            .args(["--variant", "small_44k", "--no-progress"]),
+    );
+    assert!(
+        e.contains("holds small_16k") && e.contains("not the requested small_44k"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    for mode in ["16k", "44k"] {
+        let text = run_ok(mmaudio().arg("check-weights").arg(test_model(mode)));
+        let (variant, rate) = if mode == "16k" {
+            ("small_16k", 16000)
+        } else {
+            ("small_44k", 44100)
+        };
+        assert!(
+            text.contains(&format!("variant {variant}, {rate} Hz")),
+            "{text}"
+        );
+        assert!(!text.contains("ERROR"), "{text}");
+        assert!(text.contains("present and consistent"), "{text}");
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! official reference timings in `shared/anchors/` (see `BENCHMARKS.md`).
 
 pub mod audio;
+pub mod edge;
 pub mod features;
 pub mod net;
 pub mod pipeline;
@@ -183,6 +184,8 @@ pub const TARGETS: &[&str] = &[
     "preprocess",
     "e2e",
     "stream",
+    "decoder-edge",
+    "decoder-edge-wave",
 ];
 
 /// Run one bench target.
@@ -197,6 +200,8 @@ pub fn run(target: &str, opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         "preprocess" => preprocess::run(opts),
         "e2e" => pipeline::run_e2e(opts),
         "stream" => pipeline::run_stream(opts),
+        "decoder-edge" => edge::run(opts, false),
+        "decoder-edge-wave" => edge::run(opts, true),
         other => Err(Error::config(format!(
             "unknown bench target `{other}` (one of: {})",
             TARGETS.join(", ")

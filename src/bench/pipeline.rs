@@ -17,15 +17,20 @@ use crate::audio_decoder::AudioDecoder;
 use crate::config::Variant;
 use crate::error::{Error, Result};
 use crate::features::clip::{Clip, ClipConfig, ClipText, ClipVision};
-use crate::features::preprocess::prepare_frame;
+use crate::features::pixels::RawFrame;
+use crate::features::preprocess::prepare_frame_planes;
 use crate::features::synchformer::{Synchformer, SynchformerConfig};
-use crate::model::{MmAudio, WindowTimings};
+use crate::generator::{AudioGenerator, CacheStats};
+use crate::model::{MmAudio, MmAudioStream, WindowTimings};
 use crate::net::MmAudioNet;
 use crate::request::{Cancel, GenerationParams, VideoFrame, WindowRequest};
 use crate::vae::VaeConfig;
 use crate::vocoder::BigVganConfig;
 use crate::weights::random::RandomWeights;
-use crate::window::{Assembler, NS_PER_S, Planned, TimedFrame, WindowConfig, WindowPlanner};
+use crate::window::{
+    Assembler, ContinuationConfig, EngineConfig, FramePlanes, NS_PER_S, Planned, Preparer,
+    TimedFrame, WindowConfig, WindowPlanner,
+};
 use candle_core::{DType, Device};
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,12 +47,18 @@ pub struct PipelineOpts {
     pub prompt: String,
     /// `stream`: windows to generate after the warm-up.
     pub windows: usize,
-    /// `stream`: window length and hop in seconds (the engine allows hop ≥ window/2).
+    /// `stream`: window length and hop in seconds (`windows` mode allows hop ≥ window/2,
+    /// `continuation` mode hop ≤ window/2).
     pub window_s: f64,
     pub hop_s: f64,
     /// `stream`: deliver frames at their presentation times (live pacing) instead of as
     /// fast as preparation allows.
     pub realtime: bool,
+    /// `stream`: which engine.
+    pub mode: StreamMode,
+    /// `stream`: use the generator's feature caches (off: every window computes all its
+    /// CLIP and Synchformer features).
+    pub feature_cache: bool,
 }
 
 impl Default for PipelineOpts {
@@ -62,6 +73,8 @@ impl Default for PipelineOpts {
             window_s: 8.0,
             hop_s: 2.0,
             realtime: false,
+            mode: StreamMode::Windows,
+            feature_cache: true,
         }
     }
 }
@@ -219,6 +232,7 @@ pub fn run_e2e(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
             num_steps: opts.steps,
             ..Default::default()
         },
+        ..Default::default()
     };
     let cancel = Cancel::new();
     let mut stage_runs: Vec<WindowTimings> = Vec::new();
@@ -279,38 +293,100 @@ pub fn run_e2e(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StreamWindow {
     pub index: u64,
+    /// Sequence the generator sampled, seconds (continuation windows grow to the window).
     pub duration_s: f64,
-    /// `generate_window` wall time (synchronised).
+    /// Latents held from earlier windows (continuation), 0 otherwise.
+    pub known_latents: usize,
+    /// `generate` wall time (synchronised).
     pub process_s: f64,
     pub timings: WindowTimings,
     /// Time the generator thread waited for this window's request (0 = it was ready).
     pub wait_s: f64,
+    /// Samples this window emitted, and the media time of the first one (s).
+    pub emitted: u64,
+    pub emitted_at_media_s: f64,
+    /// Live pacing only: wall time since the stream started when the samples were
+    /// emitted, minus their media time: the latency the window achieved (s).
+    pub achieved_latency_s: Option<f64>,
 }
 
-/// `mmaudio bench stream`: the window engine ([`WindowPlanner`] + [`Assembler`]) over a
-/// synthetic stream of `--windows` windows, frames prepared on arrival in a producer thread
-/// (as the element's streaming thread does) while the generator thread works.
+/// Which engine `bench stream` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamMode {
+    #[default]
+    Windows,
+    Continuation,
+}
+
+impl StreamMode {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "windows" => Ok(StreamMode::Windows),
+            "continuation" => Ok(StreamMode::Continuation),
+            other => Err(Error::config(format!(
+                "unknown stream mode `{other}` (windows or continuation)"
+            ))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamMode::Windows => "windows",
+            StreamMode::Continuation => "continuation",
+        }
+    }
+}
+
+/// `mmaudio bench stream`: the window engine ([`WindowPlanner`] + [`Assembler`]) in either
+/// mode over a synthetic stream, frames settled, dropped or prepared on arrival in a
+/// producer thread (as the element's streaming thread does) while the generator thread
+/// works. Reports per-window compute split by stage, the feature-cache hit rates, the
+/// latency the engine gives (and, with `--realtime`, the one achieved), and
+/// RTF = compute per hop / hop.
+///
+/// `--windows n`: in `windows` mode the stream is `window + (n−1)·hop` long (n windows);
+/// in `continuation` mode it is `n·hop` long (n windows, the first ones growing).
 pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     check_opts(opts)?;
     let p = opts.pipeline.clone();
     let t = Instant::now();
-    let model = random_mmaudio(opts.variant, &opts.device, opts.dtype, p.tiny, 1)?;
+    let model = Arc::new(random_mmaudio(
+        opts.variant,
+        &opts.device,
+        opts.dtype,
+        p.tiny,
+        1,
+    )?);
     let build_s = t.elapsed().as_secs_f64();
     let rate = model.sample_rate();
-
-    // The engine needs overlap ≤ window/2: use the hop closest to the requested one.
-    let requested_overlap = (p.window_s - p.hop_s).max(0.0);
-    let overlap_s = requested_overlap.min(p.window_s / 2.0);
-    let cfg = WindowConfig::new(rate, p.window_s, overlap_s)?;
-    let hop_s = cfg.hop_samples() as f64 / rate as f64;
-    let clamped = overlap_s < requested_overlap;
-    let note = if clamped {
-        format!(
-            "the window engine allows overlap <= window/2: requested {} s windows with {} s hop, ran {} s hop (the closest allowed); rtf_requested_hop = process time / requested hop",
-            p.window_s, p.hop_s, hop_s
-        )
-    } else {
-        String::new()
+    let mut generator = MmAudioStream::new(model.clone());
+    generator.set_feature_cache(p.feature_cache);
+    let mut note = String::new();
+    let (cfg, hop_s, held_back_s): (EngineConfig, f64, f64) = match p.mode {
+        StreamMode::Windows => {
+            // The engine needs overlap ≤ window/2: use the hop closest to the requested one.
+            let requested_overlap = (p.window_s - p.hop_s).max(0.0);
+            let overlap_s = requested_overlap.min(p.window_s / 2.0);
+            let cfg = WindowConfig::new(rate, p.window_s, overlap_s)?;
+            let hop_s = cfg.hop_samples() as f64 / rate as f64;
+            if overlap_s < requested_overlap {
+                note = format!(
+                    "the windows engine allows overlap <= window/2: requested {} s windows with {} s hop, ran {} s hop (the closest allowed); rtf_requested_hop = process time / requested hop",
+                    p.window_s, p.hop_s, hop_s
+                );
+            }
+            (cfg.into(), hop_s, 0.0)
+        }
+        StreamMode::Continuation => {
+            let cfg = ContinuationConfig::from_millis(
+                rate,
+                model.latent_period(),
+                (p.window_s * 1e3).round() as u64,
+                (p.hop_s * 1e3).round() as u64,
+            )?;
+            let hop_s = cfg.hop_samples() as f64 / rate as f64;
+            let x = cfg.held_back_samples() as f64 / rate as f64;
+            (cfg.into(), hop_s, x)
+        }
     };
     let params = GenerationParams {
         prompt: p.prompt.clone(),
@@ -327,28 +403,45 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         duration: p.window_s,
         frames: synthetic_frames(n_warm, p.width, p.height, p.fps, 0.0),
         params: params.clone(),
+        ..Default::default()
     };
     for _ in 0..opts.warmup {
         model.generate_window(&warm_req, &cancel, None)?;
     }
 
-    // the stream: `windows` full windows of video at `fps`
     let n_windows = p.windows.max(1);
-    let stream_s = p.window_s + (n_windows - 1) as f64 * hop_s;
+    let stream_s = match p.mode {
+        StreamMode::Windows => p.window_s + (n_windows - 1) as f64 * hop_s,
+        StreamMode::Continuation => n_windows as f64 * hop_s,
+    };
     // whole frames only, so the stream does not spill into one more window
     let n_frames = ((stream_s * p.fps + 1e-6).floor() as usize).max(1);
     let frame_ns = (NS_PER_S as f64 / p.fps).round() as u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Planned>(1);
-    let prepare = crate::generator::AudioGenerator::wants_prepared_frames(&model);
+    let prepare = generator.wants_prepared_frames();
+    let picks = generator.picks_frames();
     let (w, h, fps, realtime) = (p.width, p.height, p.fps, p.realtime);
     let planner_params = params.clone();
+    let prep_time = Arc::new(std::sync::Mutex::new(0.0f64));
+    let prep_time2 = prep_time.clone();
     let t_stream = Instant::now();
-    let producer = std::thread::spawn(move || -> Result<(f64, usize)> {
+    let producer = std::thread::spawn(move || -> Result<(usize, usize, u64)> {
         let mut planner = WindowPlanner::new(cfg);
         planner.set_params(planner_params);
+        planner.set_frame_picking(picks);
+        if prepare {
+            let preparer: Preparer = Arc::new(move |f: &TimedFrame, planes: FramePlanes| {
+                let t = Instant::now();
+                let raw = RawFrame::rgb(f.width, f.height, &f.data);
+                let r = prepare_frame_planes(&raw, planes.clip, planes.sync);
+                *prep_time2.lock().unwrap() += t.elapsed().as_secs_f64();
+                r
+            });
+            planner.set_preparer(Some(preparer));
+        }
         let frames = synthetic_frames(4.min(n_frames), w, h, fps, 0.0);
-        let mut prep_s = 0.0;
         let start = Instant::now();
+        let mut max_held = 0;
         for i in 0..n_frames {
             let pts = i as u64 * frame_ns;
             if realtime {
@@ -358,37 +451,30 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
                 }
             }
             let src = &frames[i % frames.len()];
-            let t = Instant::now();
-            let prepared = if prepare {
-                Some(Arc::new(prepare_frame(w, h, &src.data)?))
-            } else {
-                None
-            };
-            prep_s += t.elapsed().as_secs_f64();
             let tf = TimedFrame {
                 pts,
                 duration: Some(frame_ns),
                 width: w,
                 height: h,
-                data: if prepare {
-                    Arc::new(Vec::new())
-                } else {
-                    src.data.clone()
-                },
-                prepared,
+                data: src.data.clone(),
+                prepared: None,
+                source: None,
             };
-            for item in planner.push_frame(tf) {
+            let items = planner.push_frame(tf);
+            max_held = max_held.max(planner.buffered_frames());
+            for item in items {
                 if tx.send(item).is_err() {
-                    return Ok((prep_s, i));
+                    return Ok((i, max_held, planner.decimated_frames()));
                 }
             }
         }
+        let decimated = planner.decimated_frames();
         for item in planner.finish() {
             if tx.send(item).is_err() {
                 break;
             }
         }
-        Ok((prep_s, n_frames))
+        Ok((n_frames, max_held, decimated))
     });
 
     let mut assembler = Assembler::new(cfg);
@@ -402,8 +488,11 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         let wait_s = t_wait.elapsed().as_secs_f64();
         match item {
             Planned::Window { request, span } => {
+                if span.index == 0 {
+                    generator.reset();
+                }
                 let t = Instant::now();
-                let audio = match model.generate_window(&request, &cancel, None) {
+                let audio = match generator.generate(&request, &cancel) {
                     Ok(a) => a,
                     Err(e) => {
                         gen_err = Some(e);
@@ -411,13 +500,20 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
                     }
                 };
                 let process_s = t.elapsed().as_secs_f64();
-                emitted += assembler.push(&span, audio)?.samples.len() as u64;
+                let chunk = assembler.push(&span, audio)?;
+                let at = chunk.offset as f64 / rate as f64;
+                let n = chunk.samples.len() as u64;
+                emitted += n;
                 windows.push(StreamWindow {
                     index: request.index,
                     duration_s: request.duration,
+                    known_latents: request.continuation.map_or(0, |c| c.known),
                     process_s,
                     timings: model.last_timings.lock().unwrap().unwrap_or_default(),
                     wait_s,
+                    emitted: n,
+                    emitted_at_media_s: at,
+                    achieved_latency_s: realtime.then(|| t_stream.elapsed().as_secs_f64() - at),
                 });
             }
             Planned::End { total: n } => {
@@ -428,9 +524,10 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     }
     drop(rx);
     let wall_s = t_stream.elapsed().as_secs_f64();
-    let (prep_s, _) = producer
+    let (_, max_held, decimated) = producer
         .join()
         .map_err(|_| Error::config("stream producer thread panicked"))??;
+    let prep_s = *prep_time.lock().unwrap();
     if let Some(e) = gen_err {
         return Err(e);
     }
@@ -441,13 +538,41 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         )));
     }
 
+    // steady state: the windows that sample a full-length sequence
+    let full = windows.iter().map(|w| w.duration_s).fold(0.0f64, f64::max);
+    let steady: Vec<&StreamWindow> = windows
+        .iter()
+        .filter(|w| w.duration_s >= full - 1e-9)
+        .collect();
     let times: Vec<f64> = windows.iter().map(|w| w.process_s).collect();
-    let max = times.iter().cloned().fold(f64::NAN, f64::max);
-    let med = median(&times);
+    let steady_times: Vec<f64> = steady.iter().map(|w| w.process_s).collect();
+    let max = steady_times.iter().cloned().fold(f64::NAN, f64::max);
+    let med = median(&steady_times);
+    let mut stages = serde_json::Map::new();
+    for (name, get, _) in STAGES {
+        let ts: Vec<f64> = steady.iter().map(|w| get(&w.timings)).collect();
+        stages.insert(name.to_string(), serde_json::json!(median(&ts)));
+    }
+    // the lookups of every window (with the caches off, all of them are misses)
+    let cache = windows.iter().fold(CacheStats::default(), |mut c, w| {
+        let t = &w.timings.cache;
+        c.clip_hits += t.clip_hits;
+        c.clip_misses += t.clip_misses;
+        c.sync_hits += t.sync_hits;
+        c.sync_misses += t.sync_misses;
+        c
+    });
+    let frame_s = 1.0 / p.fps;
+    let latency_model_s = hop_s + held_back_s + frame_s + med;
+    let achieved: Vec<f64> = windows
+        .iter()
+        .filter_map(|w| w.achieved_latency_s)
+        .collect();
     let v = opts.variant.name();
     let what = format!(
-        "{} random weights, {} windows of {} s, hop {} s, {} steps, {}x{} at {} fps{}",
+        "{} random weights, {} mode, {} windows, window {} s, hop {} s, {} steps, {}x{} at {} fps{}{}",
         size_tag(opts),
+        p.mode.name(),
         windows.len(),
         p.window_s,
         hop_s,
@@ -455,23 +580,47 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         p.width,
         p.height,
         p.fps,
-        if realtime { ", live pacing" } else { "" }
+        if realtime { ", live pacing" } else { "" },
+        if p.feature_cache {
+            ""
+        } else {
+            ", feature cache off"
+        }
     );
-    // process_s is measured around generate_window: record it without cpu times
+    // process_s is measured around generate: record it without cpu times
     super::LAST_CPU.with(|c| c.take());
-    let mut r = BenchReport::new(&format!("stream_{v}"), &what, times, opts)
+    let mut r = BenchReport::new(&format!("stream_{v}_{}", p.mode.name()), &what, times, opts)
         .with("build_s", build_s)
         .with("tiny", p.tiny)
+        .with("mode", p.mode.name())
         .with("steps", opts.steps)
         .with("window_s", p.window_s)
         .with("hop_s", hop_s)
         .with("requested_hop_s", p.hop_s)
+        .with("held_back_s", held_back_s)
+        .with("steady_windows", steady.len())
+        .with("steady_duration_s", full)
+        .with("compute_per_hop_median_s", med)
         .with("rtf_median", med / hop_s)
         .with("rtf_max", max / hop_s)
+        .with("stages_median_s", serde_json::Value::Object(stages))
+        .with("feature_cache", p.feature_cache)
+        .with("cache", serde_json::to_value(cache).unwrap_or_default())
+        .with("clip_hit_rate", cache.clip_hit_rate())
+        .with("sync_hit_rate", cache.sync_hit_rate())
+        .with("latency_engine_s", hop_s + held_back_s + frame_s)
+        .with("latency_with_median_compute_s", latency_model_s)
+        .with(
+            "achieved_latency_max_s",
+            achieved.iter().cloned().fold(f64::NAN, f64::max),
+        )
+        .with("achieved_latency_median_s", median(&achieved))
         .with("stream_audio_s", total as f64 / rate as f64)
         .with("wall_s", wall_s)
         .with("throughput_rtf", wall_s / (total as f64 / rate as f64))
         .with("frames", n_frames)
+        .with("frames_held_max", max_held)
+        .with("frames_dropped_by_picking", decimated)
         .with("frame_prepare_s_total", prep_s)
         .with("frame_prepare_ms_per_frame", prep_s / n_frames.max(1) as f64 * 1e3)
         .with(
@@ -484,7 +633,7 @@ pub fn run_stream(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         )
         .with("realtime_pacing", realtime)
         .with("windows", serde_json::to_value(&windows).unwrap_or_default());
-    if clamped {
+    if !note.is_empty() {
         r = r
             .with("rtf_requested_hop_median", med / p.hop_s)
             .with("rtf_requested_hop_max", max / p.hop_s)
@@ -545,5 +694,36 @@ mod tests {
         assert!(r.extra["rtf_median"].as_f64().unwrap() > 0.0);
         assert!(r.extra.contains_key("note"));
         assert_eq!(r.extra["stream_audio_s"], 2.0);
+    }
+
+    #[test]
+    fn stream_tiny_continuation_reports_latency_cache_and_rtf() {
+        let mut o = tiny_opts(Variant::Small16k);
+        o.pipeline.mode = StreamMode::Continuation;
+        o.pipeline.window_s = 1.28;
+        o.pipeline.hop_s = 0.32; // 10 latents = 8 frames
+        o.pipeline.windows = 6;
+        let r = &run_stream(&o).unwrap()[0];
+        assert_eq!(r.extra["mode"], "continuation");
+        assert_eq!(r.extra["hop_s"], 0.32);
+        assert_eq!(r.extra["held_back_s"], 0.192);
+        assert_eq!(r.times_s.len(), 6);
+        // 6 hops of 0.32 s; full 1.28 s windows from the 4th on
+        assert_eq!(r.extra["stream_audio_s"], 1.92);
+        assert_eq!(r.extra["steady_windows"], 3);
+        assert!(r.extra["rtf_median"].as_f64().unwrap() > 0.0);
+        // 8 fps picks recur across windows (per-frame cache); whole 25 fps segments only
+        // where the official reader's accumulated slot times pick alike in both windows
+        let clip = r.extra["clip_hit_rate"].as_f64().unwrap();
+        assert!(clip > 0.2, "{clip}");
+        let c = &r.extra["cache"];
+        let lookups = c["clip_hits"].as_u64().unwrap() + c["clip_misses"].as_u64().unwrap();
+        let lat = r.extra["latency_engine_s"].as_f64().unwrap();
+        assert!((lat - (0.32 + 0.192 + 0.04)).abs() < 1e-9, "{lat}");
+        // without the caches every window computes all its features
+        o.pipeline.feature_cache = false;
+        let r = &run_stream(&o).unwrap()[0];
+        assert_eq!(r.extra["cache"]["clip_hits"], 0);
+        assert_eq!(r.extra["cache"]["clip_misses"].as_u64().unwrap(), lookups);
     }
 }

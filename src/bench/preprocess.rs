@@ -1,10 +1,13 @@
 //! `mmaudio bench preprocess`: frame picking + the CLIP and Synchformer transforms on
-//! 1920×1080 RGB24 frames (the uint8 bicubic resize dominates).
+//! 1920×1080 RGB24 frames (the uint8 bicubic resize dominates), and the element's
+//! on-arrival `prepare_frame` on one 1080p frame as RGB24, I420 and NV12 (the YUV → RGB
+//! conversion happens row by row inside the resize).
 
 use super::{BenchOpts, BenchReport, time_runs};
 use crate::error::Result;
 use crate::features::frames::plan_frames;
-use crate::features::preprocess::{Transform, transform_frames};
+use crate::features::pixels::{Colorimetry, PixelFormat, Plane, RawFrame};
+use crate::features::preprocess::{Transform, prepare_frame, transform_frames};
 use crate::request::VideoFrame;
 use std::sync::Arc;
 
@@ -41,6 +44,7 @@ fn frames(n: usize) -> Vec<VideoFrame> {
             width: W,
             height: H,
             data: bufs[i % bufs.len()].clone(),
+            id: None,
         })
         .collect()
 }
@@ -65,6 +69,67 @@ pub fn run(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
         );
         let per = r.median_s / n as f64 * 1e3;
         reports.push(r.with("ms_per_frame", per).with("threads", threads as u64));
+    }
+    // on arrival: one frame prepared for both models, per input format
+    let rgb = fs[0].data.clone();
+    let luma: Vec<u8> = rgb.chunks_exact(3).map(|p| p[1]).collect();
+    let chroma: Vec<u8> = (0..W * H / 2).map(|i| (i * 7 % 251) as u8).collect();
+    let yuv = |format: PixelFormat| -> RawFrame<'_> {
+        let (u, v) = chroma.split_at(W * H / 4);
+        let planes = match format {
+            PixelFormat::I420 => [
+                Plane {
+                    data: &luma,
+                    stride: W,
+                },
+                Plane {
+                    data: u,
+                    stride: W / 2,
+                },
+                Plane {
+                    data: v,
+                    stride: W / 2,
+                },
+            ],
+            _ => [
+                Plane {
+                    data: &luma,
+                    stride: W,
+                },
+                Plane {
+                    data: &chroma,
+                    stride: W,
+                },
+                Plane::default(),
+            ],
+        };
+        RawFrame {
+            format,
+            width: W,
+            height: H,
+            planes,
+            colorimetry: Colorimetry::default(),
+            field: None,
+        }
+    };
+    for (name, frame) in [
+        ("rgb24", RawFrame::rgb(W, H, &rgb)),
+        ("i420", yuv(PixelFormat::I420)),
+        ("nv12", yuv(PixelFormat::Nv12)),
+    ] {
+        let times = time_runs(opts.warmup, opts.runs, &opts.device, || {
+            prepare_frame(&frame)?;
+            Ok(())
+        })?;
+        reports.push(
+            BenchReport::new(
+                &format!("preprocess prepare_frame {name} {W}x{H}"),
+                &format!("one {W}x{H} {name} frame resized for CLIP and Synchformer on arrival"),
+                times,
+                opts,
+            )
+            .with("threads", threads as u64),
+        );
     }
     // a whole window: pick 8/25 fps slots from a 30 fps source, transform both streams
     let n = (opts.duration * SOURCE_FPS).ceil() as usize + 1;

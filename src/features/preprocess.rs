@@ -20,6 +20,7 @@
 
 use crate::config::{CLIP_SIZE, SYNC_SIZE};
 use crate::error::{Error, Result};
+use crate::features::pixels::{RawFrame, RowReader};
 use crate::request::{PreparedFrame, VideoFrame};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -196,6 +197,23 @@ impl Transform {
         }
     }
 
+    /// The plan for a `width × height` picture of which `rows` rows are read (`rows <
+    /// height` for one field of an interlaced frame): the output geometry (resize, crop)
+    /// follows the picture, the vertical filter reads the rows there are.
+    pub fn plan_rows(self, width: usize, height: usize, rows: usize) -> Result<ResizePlan> {
+        if rows == height {
+            return self.plan(width, height);
+        }
+        let (dst_w, dst_h, crop) = match self {
+            Transform::Clip => (CLIP_SIZE, CLIP_SIZE, None),
+            Transform::Sync => {
+                let (w, h) = short_side_resize(width, height, SYNC_SIZE);
+                (w, h, Some(center_crop(w, h, SYNC_SIZE, SYNC_SIZE)?))
+            }
+        };
+        ResizePlan::new(width, rows, dst_w, dst_h, crop)
+    }
+
     /// u8 → f32 of this transform (`ToDtype(scale=True)` and, for Sync, `Normalize(0.5, 0.5)`).
     #[inline]
     pub fn to_f32(self, v: u8) -> f32 {
@@ -290,69 +308,59 @@ impl ResizePlan {
                 src.len()
             )));
         }
-        if out.len() != self.output_len() {
+        self.run(&RawFrame::rgb(self.src_w, self.src_h, src), out)
+    }
+
+    /// Resize one raw frame (any [`RawFrame`] format; `src_w × src_h` must be its width and
+    /// the rows it reads) and write the crop as planar uint8 `(3, crop.height, crop.width)`
+    /// into `out`. Rows are converted to RGB as the width pass reads them, a block of
+    /// [`WIDTH_BLOCK_ROWS`] at a time: packed RGB24 is read in place (the bytes the
+    /// official transform sees), other formats never exist as a full-size RGB image.
+    pub fn run(&self, frame: &RawFrame, out: &mut [u8]) -> Result<()> {
+        self.check(frame, out.len())?;
+        let mut pass = WidthPass::new(self);
+        let mut rows = RgbRows::new(frame);
+        for y0 in (0..self.src_h).step_by(WIDTH_BLOCK_ROWS) {
+            let n = WIDTH_BLOCK_ROWS.min(self.src_h - y0);
+            let (block, stride) = rows.get(y0, n);
+            pass.block(self, block, stride, y0, n);
+        }
+        self.height_pass(&pass.inter, out);
+        Ok(())
+    }
+
+    /// The frame fits this plan and `out_len` is the output size.
+    fn check(&self, frame: &RawFrame, out_len: usize) -> Result<()> {
+        frame.validate()?;
+        if (frame.width, frame.rows()) != (self.src_w, self.src_h) {
             return Err(Error::input(format!(
-                "output buffer has {} bytes, expected {}",
-                out.len(),
+                "a plan for {}x{} frames cannot read a {}x{} frame ({} rows)",
+                self.src_w,
+                self.src_h,
+                frame.width,
+                frame.height,
+                frame.rows()
+            )));
+        }
+        if out_len != self.output_len() {
+            return Err(Error::input(format!(
+                "output buffer has {out_len} bytes, expected {}",
                 self.output_len()
             )));
         }
+        Ok(())
+    }
+
+    /// Height pass: the cropped rows of `inter` (`(src_h, crop.width, 3)`, from
+    /// [`WidthPass`]), written planar into `out`.
+    fn height_pass(&self, inter: &[u8], out: &mut [u8]) {
         let Crop {
             top,
-            left,
             height: ch,
             width: cw,
+            ..
         } = self.crop;
         let row_len = cw * 3;
-
-        // Width pass over every source row, only for the cropped columns, into
-        // (src_h, cw, 3). Blocks of rows are transposed first so that each output column is
-        // a weighted sum of whole source columns of the block (contiguous vectors).
-        let mut inter = vec![0u8; self.src_h * row_len];
-        match &self.horiz {
-            Some(f) => {
-                const ROWS: usize = WIDTH_BLOCK_ROWS;
-                let src_row = self.src_w * 3;
-                let mut block_t = vec![0u8; self.src_w * ROWS * 3];
-                let mut out_t = vec![0u8; cw * ROWS * 3];
-                let mut acc = vec![0i32; ROWS * 3];
-                for y0 in (0..self.src_h).step_by(ROWS) {
-                    let rows = ROWS.min(self.src_h - y0);
-                    let lane = rows * 3;
-                    let block = &src[y0 * src_row..(y0 + rows) * src_row];
-                    for (x, d) in block_t[..self.src_w * lane]
-                        .chunks_exact_mut(lane)
-                        .enumerate()
-                    {
-                        for (r, px) in d.chunks_exact_mut(3).enumerate() {
-                            let o = r * src_row + x * 3;
-                            px.copy_from_slice(&block[o..o + 3]);
-                        }
-                    }
-                    for (xo, dst) in out_t[..cw * lane].chunks_exact_mut(lane).enumerate() {
-                        let (s, w) = f.taps(left + xo);
-                        let cols = &block_t[s * lane..(s + w.len()) * lane];
-                        filter_lines(&mut acc, cols, w, f.precision, dst);
-                    }
-                    for r in 0..rows {
-                        let dst = &mut inter[(y0 + r) * row_len..(y0 + r + 1) * row_len];
-                        for (d, px) in dst.chunks_exact_mut(3).zip(out_t.chunks_exact(lane)) {
-                            d.copy_from_slice(&px[r * 3..r * 3 + 3]);
-                        }
-                    }
-                }
-            }
-            None => {
-                for (dst, row) in inter
-                    .chunks_exact_mut(row_len)
-                    .zip(src.chunks_exact(self.src_w * 3))
-                {
-                    dst.copy_from_slice(&row[left * 3..(left + cw) * 3]);
-                }
-            }
-        }
-
-        // Height pass for the cropped rows, written planar.
         let plane = ch * cw;
         let mut acc = vec![0i32; row_len];
         let mut line = vec![0u8; row_len];
@@ -372,7 +380,96 @@ impl ResizePlan {
                 }
             }
         }
-        Ok(())
+    }
+}
+
+/// The width pass of one plan: every source row, only the cropped columns, into `inter`
+/// `(src_h, crop.width, 3)`. Blocks of rows are transposed first so that each output column
+/// is a weighted sum of whole source columns of the block (contiguous vectors).
+struct WidthPass {
+    inter: Vec<u8>,
+    block_t: Vec<u8>,
+    out_t: Vec<u8>,
+    acc: Vec<i32>,
+}
+
+impl WidthPass {
+    fn new(plan: &ResizePlan) -> Self {
+        let cw = plan.crop.width;
+        Self {
+            inter: vec![0u8; plan.src_h * cw * 3],
+            block_t: vec![0u8; plan.src_w * WIDTH_BLOCK_ROWS * 3],
+            out_t: vec![0u8; cw * WIDTH_BLOCK_ROWS * 3],
+            acc: vec![0i32; WIDTH_BLOCK_ROWS * 3],
+        }
+    }
+
+    /// Source rows `y0..y0 + rows` (at most [`WIDTH_BLOCK_ROWS`]), RGB24, `stride` bytes
+    /// apart in `block`.
+    fn block(&mut self, plan: &ResizePlan, block: &[u8], stride: usize, y0: usize, rows: usize) {
+        let (left, cw) = (plan.crop.left, plan.crop.width);
+        let row_len = cw * 3;
+        let Some(f) = &plan.horiz else {
+            for r in 0..rows {
+                let src = &block[r * stride + left * 3..r * stride + (left + cw) * 3];
+                self.inter[(y0 + r) * row_len..(y0 + r + 1) * row_len].copy_from_slice(src);
+            }
+            return;
+        };
+        let lane = rows * 3;
+        for (x, d) in self.block_t[..plan.src_w * lane]
+            .chunks_exact_mut(lane)
+            .enumerate()
+        {
+            for (r, px) in d.chunks_exact_mut(3).enumerate() {
+                let o = r * stride + x * 3;
+                px.copy_from_slice(&block[o..o + 3]);
+            }
+        }
+        for (xo, dst) in self.out_t[..cw * lane].chunks_exact_mut(lane).enumerate() {
+            let (s, w) = f.taps(left + xo);
+            let cols = &self.block_t[s * lane..(s + w.len()) * lane];
+            filter_lines(&mut self.acc, cols, w, f.precision, dst);
+        }
+        for r in 0..rows {
+            let dst = &mut self.inter[(y0 + r) * row_len..(y0 + r + 1) * row_len];
+            for (d, px) in dst.chunks_exact_mut(3).zip(self.out_t.chunks_exact(lane)) {
+                d.copy_from_slice(&px[r * 3..r * 3 + 3]);
+            }
+        }
+    }
+}
+
+/// Blocks of a frame's rows as RGB24: in place for packed RGB24, else converted into a
+/// strip of [`WIDTH_BLOCK_ROWS`] rows (rows in parallel, one [`RowReader`] per worker).
+struct RgbRows<'f> {
+    frame: RawFrame<'f>,
+    in_place: Option<(&'f [u8], usize)>,
+    strip: Vec<u8>,
+}
+
+impl<'f> RgbRows<'f> {
+    fn new(frame: &RawFrame<'f>) -> Self {
+        Self {
+            frame: *frame,
+            in_place: frame.rgb_in_place(),
+            strip: Vec::new(),
+        }
+    }
+
+    /// Rows `y0..y0 + rows` and the distance between them.
+    fn get(&mut self, y0: usize, rows: usize) -> (&[u8], usize) {
+        if let Some((data, stride)) = self.in_place {
+            return (&data[y0 * stride..], stride);
+        }
+        let row = self.frame.width * 3;
+        self.strip.resize(rows * row, 0);
+        let frame = &self.frame;
+        self.strip
+            .par_chunks_mut(row)
+            .enumerate()
+            .for_each_init(|| RowReader::new(frame), |r, (i, dst)| r.read(y0 + i, dst));
+        (&self.strip, row)
     }
 }
 
@@ -439,47 +536,102 @@ fn prepared_plane(frame: &PreparedFrame, t: Transform) -> &[u8] {
     }
 }
 
-/// Resize one packed RGB24 frame for both models (the work [`transform_u8`] would do for
-/// it, done once). Plans are cached per frame size.
-pub fn prepare_frame(width: usize, height: usize, data: &[u8]) -> Result<PreparedFrame> {
+/// Resize one raw frame for both models (the work [`transform_u8`] would do for it, done
+/// once), converting it to RGB on the way (see [`crate::features::pixels`]). For packed
+/// RGB24 the result is exactly [`transform_u8`]'s on the same bytes. An interlaced frame
+/// read as one field ([`RawFrame::field`]) is planned from its full size (the Synchformer
+/// crop keeps the picture's aspect) and its field's rows are stretched to it. Plans are
+/// cached per frame size.
+pub fn prepare_frame(frame: &RawFrame) -> Result<PreparedFrame> {
+    prepare_frame_planes(frame, true, true)
+}
+
+/// [`prepare_frame`] for only the planes a frame is picked for (the window engine knows:
+/// `crate::window::planner`); a plane not asked for is left empty and costs nothing.
+pub fn prepare_frame_planes(
+    frame: &RawFrame,
+    clip_plane: bool,
+    sync_plane: bool,
+) -> Result<PreparedFrame> {
     use std::sync::Mutex;
-    type Plans = Vec<(usize, usize, Arc<(ResizePlan, ResizePlan)>)>;
+    type Plans = Vec<((usize, usize, usize), Arc<(ResizePlan, ResizePlan)>)>;
     static PLANS: Mutex<Plans> = Mutex::new(Vec::new());
-    let probe = VideoFrame::rgb(0.0, width, height, Arc::new(Vec::new()));
-    if width == 0 || height == 0 || data.len() != width * height * 3 {
-        check_frame(
-            &VideoFrame {
-                data: Arc::new(data.to_vec()),
-                ..probe
-            },
-            0,
-        )?;
-    }
+    frame.validate()?;
+    let key = (frame.width, frame.height, frame.rows());
     let plans = {
-        let mut cache = PLANS.lock().unwrap();
-        match cache.iter().find(|(w, h, _)| *w == width && *h == height) {
-            Some((_, _, p)) => p.clone(),
+        let mut cache = PLANS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, p)) => p.clone(),
             None => {
                 let p = Arc::new((
-                    Transform::Clip.plan(width, height)?,
-                    Transform::Sync.plan(width, height)?,
+                    Transform::Clip.plan_rows(frame.width, frame.height, frame.rows())?,
+                    Transform::Sync.plan_rows(frame.width, frame.height, frame.rows())?,
                 ));
                 if cache.len() >= 8 {
                     cache.remove(0);
                 }
-                cache.push((width, height, p.clone()));
+                cache.push((key, p.clone()));
                 p
             }
         }
     };
-    let mut clip = vec![0u8; plans.0.output_len()];
-    let mut sync = vec![0u8; plans.1.output_len()];
-    let (a, b) = rayon::join(
-        || plans.0.run_u8(data, &mut clip),
-        || plans.1.run_u8(data, &mut sync),
+    let (clip_plan, sync_plan) = (&plans.0, &plans.1);
+    let mut clip = vec![
+        0u8;
+        if clip_plane {
+            clip_plan.output_len()
+        } else {
+            0
+        }
+    ];
+    let mut sync = vec![
+        0u8;
+        if sync_plane {
+            sync_plan.output_len()
+        } else {
+            0
+        }
+    ];
+    if clip_plane {
+        clip_plan.check(frame, clip.len())?;
+    }
+    if sync_plane {
+        sync_plan.check(frame, sync.len())?;
+    }
+    // each block of rows is converted once and read by both width passes
+    let mut clip_pass = clip_plane.then(|| WidthPass::new(clip_plan));
+    let mut sync_pass = sync_plane.then(|| WidthPass::new(sync_plan));
+    let mut rows = RgbRows::new(frame);
+    for y0 in (0..frame.rows()).step_by(WIDTH_BLOCK_ROWS) {
+        let n = WIDTH_BLOCK_ROWS.min(frame.rows() - y0);
+        let (block, stride) = rows.get(y0, n);
+        rayon::join(
+            || {
+                if let Some(p) = clip_pass.as_mut() {
+                    p.block(clip_plan, block, stride, y0, n)
+                }
+            },
+            || {
+                if let Some(p) = sync_pass.as_mut() {
+                    p.block(sync_plan, block, stride, y0, n)
+                }
+            },
+        );
+    }
+    rayon::join(
+        || {
+            if let Some(p) = &clip_pass {
+                clip_plan.height_pass(&p.inter, &mut clip)
+            }
+        },
+        || {
+            if let Some(p) = &sync_pass {
+                sync_plan.height_pass(&p.inter, &mut sync)
+            }
+        },
     );
-    a?;
-    b?;
     Ok(PreparedFrame { clip, sync })
 }
 
@@ -558,7 +710,13 @@ pub fn transform_u8(
         .zip(uniq.par_iter().zip(plan_of.par_iter()))
         .try_for_each(|(out, (&i, &p))| match &frames[i].prepared {
             Some(pf) => {
-                out.copy_from_slice(prepared_plane(pf, transform));
+                let plane = prepared_plane(pf, transform);
+                if plane.len() != out.len() {
+                    return Err(Error::input(format!(
+                        "frame {i} was prepared without its {transform:?} plane"
+                    )));
+                }
+                out.copy_from_slice(plane);
                 Ok(())
             }
             None => plans[p].run_u8(&frames[i].data, out),
@@ -648,6 +806,7 @@ mod tests {
             width: w,
             height: h,
             data: Arc::new(data),
+            id: None,
         }
     }
 
@@ -667,6 +826,7 @@ mod tests {
             width: w,
             height: h,
             data: Arc::new(data),
+            id: None,
         }
     }
 
@@ -771,6 +931,7 @@ mod tests {
             width: 10,
             height: 4,
             data: Arc::new(vec![77; 120]),
+            id: None,
         };
         for (dw, dh) in [(10, 7), (3, 4), (25, 1), (1, 1)] {
             let p = ResizePlan::new(10, 4, dw, dh, None).unwrap();
@@ -864,6 +1025,7 @@ mod tests {
             width: 4,
             height: 4,
             data: Arc::new(vec![0; 47]),
+            id: None,
         }];
         let e = transform_u8(Transform::Clip, &bad, &[0])
             .unwrap_err()
@@ -875,6 +1037,7 @@ mod tests {
             width: 0,
             height: 4,
             data: Arc::new(vec![]),
+            id: None,
         }];
         assert!(transform_u8(Transform::Sync, &empty, &[0]).is_err());
         let t = clip_frames(&frames, &[], &Device::Cpu).unwrap();

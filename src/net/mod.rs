@@ -23,32 +23,34 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use embed::TimestepEmbedder;
 use rope::RopeTable;
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Optional collector of intermediate tensors (for parity tests and debugging); off by default
-/// and free when off.
+/// and nearly free when off. A `Mutex` (not a `RefCell`) so that a loaded network can be
+/// shared between threads (one model serving several streams).
 #[derive(Default)]
-pub struct Trace(RefCell<Option<HashMap<String, Tensor>>>);
+pub struct Trace(Mutex<Option<HashMap<String, Tensor>>>);
 
 impl Trace {
     pub fn enabled() -> Self {
-        Self(RefCell::new(Some(HashMap::new())))
+        Self(Mutex::new(Some(HashMap::new())))
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, Tensor>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
     pub fn on(&self) -> bool {
-        self.0.borrow().is_some()
+        self.lock().is_some()
     }
     pub fn put(&self, name: &str, t: &Tensor) {
-        if let Some(m) = self.0.borrow_mut().as_mut() {
+        if let Some(m) = self.lock().as_mut() {
             m.insert(name.to_string(), t.clone());
         }
     }
     pub fn take(&self) -> HashMap<String, Tensor> {
-        self.0
-            .borrow_mut()
-            .replace(HashMap::new())
-            .unwrap_or_default()
+        self.lock().replace(HashMap::new()).unwrap_or_default()
     }
 }
 
@@ -635,7 +637,9 @@ pub fn check_variant(wf: &WeightFile, cfg: &NetConfig) -> Result<()> {
         path: wf.path().to_owned(),
         reason: format!(
             "holds a network with hidden {} / depth {} / fused {} / latent {} / v2 {}{name}, \
-             but the configuration expects hidden {} / depth {} / fused {} / latent {} / v2 {}",
+             but the configuration expects hidden {} / depth {} / fused {} / latent {} / v2 {} \
+             (widths read from tensor audio_input_proj.0.weight {:?}, depths from the block \
+             indices)",
             found.hidden_dim,
             found.depth,
             found.fused_depth,
@@ -645,7 +649,8 @@ pub fn check_variant(wf: &WeightFile, cfg: &NetConfig) -> Result<()> {
             cfg.depth,
             cfg.fused_depth,
             cfg.latent_dim,
-            cfg.v2
+            cfg.v2,
+            wf.shape("audio_input_proj.0.weight").unwrap_or_default()
         ),
     })
 }

@@ -145,6 +145,11 @@ pub struct Checker {
     pub worst: (f64, String),
     pub failures: Vec<String>,
     pub notes: Vec<String>,
+    /// Names passed to [`Checker::close`] / [`Checker::exact`] (golden tensors compared).
+    pub compared_names: std::collections::BTreeSet<String>,
+    /// Golden tensors a runner deliberately does not compare, with the reason
+    /// ([`Checker::not_compared`]).
+    pub waived: Vec<(String, String)>,
 }
 
 impl Checker {
@@ -156,6 +161,7 @@ impl Checker {
         expected: &Tensor,
         tol: Tol,
     ) -> Result<()> {
+        self.compared_names.insert(name.to_string());
         let a = actual.to_dtype(DType::F64)?.to_device(&Device::Cpu)?;
         let g = expected.to_dtype(DType::F64)?;
         if a.dims() != g.dims() {
@@ -250,6 +256,7 @@ impl Checker {
     /// Exact equality of integer data.
     pub fn exact(&mut self, name: &str, actual: &[i64], expected: &[i64]) {
         self.compared += 1;
+        self.compared_names.insert(name.to_string());
         if actual.len() != expected.len() {
             self.failures.push(format!(
                 "{name}: length {} != golden {}",
@@ -275,6 +282,61 @@ impl Checker {
     pub fn fail(&mut self, msg: impl Into<String>) {
         self.failures.push(msg.into());
     }
+
+    /// Declare that the golden tensor `name` is deliberately not compared (`why` is reported).
+    /// Every other golden tensor of `outputs.safetensors` that no comparison named is a
+    /// failure ([`Checker::uncompared_goldens`]): a golden the port's trace did not produce
+    /// must not pass silently.
+    pub fn not_compared(&mut self, name: &str, why: &str) {
+        self.waived.push((name.to_string(), why.to_string()));
+    }
+
+    /// The golden names (of `golden`) that were neither compared nor waived, sorted.
+    pub fn uncompared_goldens<'a>(
+        &self,
+        golden: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<String> {
+        let mut v: Vec<String> = golden
+            .into_iter()
+            .filter(|n| {
+                !self.compared_names.contains(n.as_str())
+                    && !self.waived.iter().any(|(w, _)| w == *n)
+            })
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The tensor names of a safetensors file (header only).
+pub fn safetensors_names(path: &Path) -> Result<Vec<String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("reading the header of {}", path.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        bail!(
+            "{}: implausible safetensors header size {n}",
+            path.display()
+        );
+    }
+    let mut buf = vec![0u8; n as usize];
+    f.read_exact(&mut buf)
+        .with_context(|| format!("reading the header of {}", path.display()))?;
+    let v: Value = serde_json::from_slice(&buf)
+        .with_context(|| format!("parsing the header of {}", path.display()))?;
+    let mut names: Vec<String> = v
+        .as_object()
+        .ok_or_else(|| anyhow!("{}: header is not an object", path.display()))?
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Golden tensor as i64 values (ids, indices), whatever the stored dtype.

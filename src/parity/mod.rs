@@ -3,7 +3,8 @@
 //! A fixture folder holds one sub-folder per case with a `case.json` whose `kind` selects the
 //! code to run (`mmaudio_net`, `flow_sampler`, `vae_decoder`, `vae_encoder`, `bigvgan`,
 //! `bigvgan_v2`, `mel`, `clip_vision`, `clip_text`, `clip_tokenizer`, `synchformer`,
-//! `sync_segments`, `frame_preprocess`). Nothing depends on a case's folder name or sizes:
+//! `sync_segments`, `frame_preprocess`, and `mmaudio_e2e`: the whole window generation, see
+//! `kinds::e2e`). Nothing depends on a case's folder name or sizes:
 //! hyper-parameters and shapes come from `case.json` and the tensors.
 //!
 //! Used by `tests/parity/main.rs` (`cargo test --release --test parity -- --nocapture`) and by
@@ -23,7 +24,11 @@ use std::path::{Path, PathBuf};
 
 type Runner = fn(&Case, &mut Checker) -> anyhow::Result<Outcome>;
 
-/// kind → runner. A kind absent here is reported as `skip (not implemented)`.
+/// Kinds this runner deliberately does not run, with the reason: reported as `skip`. Any
+/// other kind without a runner is a FAIL (a new fixture kind must not pass unnoticed).
+pub const UNSUPPORTED_KINDS: &[(&str, &str)] = &[];
+
+/// kind → runner. A kind absent here is a FAIL unless listed in [`UNSUPPORTED_KINDS`].
 pub fn runner(kind: &str) -> Option<Runner> {
     Some(match kind {
         "mmaudio_net" => kinds::net::run,
@@ -39,6 +44,7 @@ pub fn runner(kind: &str) -> Option<Runner> {
         "synchformer" => kinds::synchformer::run,
         "sync_segments" => kinds::frames::run_sync_segments,
         "frame_preprocess" => kinds::frames::run_frame_preprocess,
+        "mmaudio_e2e" => kinds::e2e::run,
         _ => return None,
     })
 }
@@ -49,6 +55,23 @@ pub fn default_dir() -> PathBuf {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/parity"),
     }
+}
+
+/// The end-to-end cases committed with the sources (`tests/fixtures/e2e`).
+pub fn e2e_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e2e")
+}
+
+/// What to say when the fixture folder `dir` is absent: where the fixtures come from.
+pub fn missing_fixtures_help(dir: &Path) -> String {
+    format!(
+        "parity fixture folder {} not found. The component fixtures are generated from the \
+         official MMAudio code: `python tools/parity/make_fixtures.py --ref <MMAudio checkout> \
+         --out <folder>` (see tools/parity/README.md for the versions and the time it takes), \
+         then point MMAUDIO_PARITY_DIR (or `mmaudio parity <folder>`) at that folder. \
+         The end-to-end cases ship with the sources in tests/fixtures/e2e.",
+        dir.display()
+    )
 }
 
 /// How to run the cases.
@@ -181,17 +204,49 @@ fn run_cases(
             line: String::new(),
         };
         let Some(run) = runner(&case.kind) else {
-            r.status = "skip".into();
-            r.detail = "not implemented".into();
-            r.line = format!("parity {} {} skip (not implemented)", case.name, case.kind);
+            if let Some((_, why)) = UNSUPPORTED_KINDS.iter().find(|(k, _)| *k == case.kind) {
+                r.status = "skip".into();
+                r.detail = format!("deliberately unsupported: {why}");
+                r.line = format!("parity {} {} skip ({})", case.name, case.kind, r.detail);
+                sum.skipped += 1;
+            } else {
+                r.status = "FAIL".into();
+                r.detail = "unknown fixture kind (no runner, not listed as unsupported)".into();
+                r.line = format!("parity {} {} FAIL {}", case.name, case.kind, r.detail);
+                sum.ran += 1;
+                sum.failed += 1;
+            }
             on_line(&r.line);
-            sum.skipped += 1;
             sum.cases.push(r);
             continue;
         };
         let mut chk = Checker::default();
         let start = std::time::Instant::now();
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&case, &mut chk)));
+        // every golden tensor must have been compared or explicitly waived
+        if let Ok(Ok(Outcome::Ran)) = &res {
+            let out = case.file("outputs.safetensors");
+            if out.is_file() {
+                match common::safetensors_names(&out) {
+                    Ok(names) => {
+                        let missing = chk.uncompared_goldens(&names);
+                        if !missing.is_empty() {
+                            chk.fail(format!(
+                                "golden tensor(s) not compared (the port produced nothing to \
+                                 compare them with): {}",
+                                missing.join(", ")
+                            ));
+                        }
+                    }
+                    Err(e) => chk.fail(format!("{e:#}")),
+                }
+            }
+            for (n, why) in &chk.waived {
+                if std::env::var_os("MMAUDIO_PARITY_VERBOSE").is_some() {
+                    chk.notes.push(format!("{n}: not compared ({why})"));
+                }
+            }
+        }
         r.seconds = start.elapsed().as_secs_f64();
         (r.max_abs, r.max_rel, r.tensors) = (chk.max_abs, chk.max_rel, chk.compared);
         (r.worst_ratio, r.worst) = chk.worst.clone();

@@ -1755,15 +1755,68 @@ mod tests {
         assert!(max_diff(&g, &want) < 1e-5);
     }
 
-    fn act(c: usize) -> AntiAliasAct {
-        let alpha = randn(&[c], 0.3).exp().unwrap();
-        let inv_beta = (randn(&[c], 0.3).exp().unwrap() + 1e-9)
+    /// N(0, std²) from a seeded generator: these tests must not depend on the run.
+    fn seeded(rng: &mut crate::rng::Rng, shape: &[usize], std: f64) -> Tensor {
+        (rng.randn(shape, &Device::Cpu).unwrap() * std).unwrap()
+    }
+
+    fn act(c: usize, rng: &mut crate::rng::Rng) -> AntiAliasAct {
+        let alpha = seeded(rng, &[c], 0.3).exp().unwrap();
+        let inv_beta = (seeded(rng, &[c], 0.3).exp().unwrap() + 1e-9)
             .unwrap()
             .recip()
             .unwrap();
         let f =
             Tensor::from_vec(kaiser_sinc_filter(0.25, 0.3, 12), (1, 1, 12), &Device::Cpu).unwrap();
         AntiAliasAct::new(SnakeParams { alpha, inv_beta }, f.clone(), f).unwrap()
+    }
+
+    /// Bound of the fused-vs-generic difference for arguments beyond the polynomial's range,
+    /// in f32 ulps of the largest |x|: the output `x + sin²(αx)/β` is dominated by `x`
+    /// (|x| up to ~8·10⁴, one ulp 2⁻⁷), and the two paths differ by whole ulps of it. Over
+    /// 300 unseeded-style draws (`large_argument_error_distribution`) the difference was
+    /// median 2, p99 3.5, max 4 ulps (1.56e-2 / 2.73e-2 / 3.13e-2): the old fixed bound 2e-2
+    /// (2.56 ulps) failed 23 of these 300 draws (the issue saw about 1 run in 30). The seeded
+    /// draw measures 2 ulps.
+    const LARGE_ARG_ULPS: f32 = 4.0;
+
+    /// One f32 ulp at magnitude `m`.
+    fn ulp(m: f32) -> f32 {
+        2f32.powi(m.abs().log2().floor() as i32 - 23)
+    }
+
+    /// The distribution of the large-argument difference over many input draws (run with
+    /// `--ignored --nocapture`): what `LARGE_ARG_BOUND` is set from.
+    #[test]
+    #[ignore]
+    fn large_argument_error_distribution() {
+        let mut errs: Vec<(f32, f32)> = (0..300u64)
+            .map(|seed| {
+                let mut rng = crate::rng::Rng::new(seed);
+                let a = act(3, &mut rng);
+                let x = seeded(&mut rng, &[1, 3, 3000], 20_000.0);
+                let e = max_diff(&a.forward(&x).unwrap(), &a.forward_generic(&x).unwrap());
+                let u = ulp(x
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap());
+                (e, e / u)
+            })
+            .collect();
+        errs.sort_by(|a, b| a.1.total_cmp(&b.1));
+        eprintln!(
+            "large-argument max diff over 300 draws (abs, ulps of max|x|): median {:?}, \
+             p90 {:?}, p99 {:?}, max {:?}; over 2e-2: {}",
+            errs[150],
+            errs[270],
+            errs[297],
+            errs[299],
+            errs.iter().filter(|e| e.0 >= 2e-2).count()
+        );
+        assert!(errs.iter().all(|e| e.1 <= LARGE_ARG_ULPS));
     }
 
     #[test]
@@ -1788,18 +1841,34 @@ mod tests {
 
     #[test]
     fn fused_activation_matches_generic() {
-        let a = act(3);
+        // Seeded: with unseeded inputs the large-argument bound failed about 1 run in 30.
+        let mut rng = crate::rng::Rng::new(0x5eed_ac71);
+        let a = act(3, &mut rng);
         for t in [1usize, 2, 5, 6, 7, 1023, 1024, 1025, 2053, 5000] {
-            let x = randn(&[2, 3, t], 3.0);
+            let x = seeded(&mut rng, &[2, 3, t], 3.0);
             let fused = a.forward(&x).unwrap();
             let generic = a.forward_generic(&x).unwrap();
             let e = max_diff(&fused, &generic);
             assert!(e < 2e-5, "T={t}: {e}");
         }
         // arguments beyond the polynomial's range take the library sin
-        let x = (randn(&[1, 3, 3000], 1.0) * 20_000.0).unwrap();
+        let x = seeded(&mut rng, &[1, 3, 3000], 20_000.0);
         let e = max_diff(&a.forward(&x).unwrap(), &a.forward_generic(&x).unwrap());
-        assert!(e < 2e-2, "large arguments: {e}");
+        let u = ulp(x
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap());
+        if std::env::var_os("MMAUDIO_PRINT_LARGE_ARG_ERROR").is_some() {
+            eprintln!("large-argument max diff {e:e} = {} ulps", e / u);
+        }
+        assert!(
+            e <= LARGE_ARG_ULPS * u,
+            "large arguments: {e} = {} ulps",
+            e / u
+        );
         // non-finite input propagates like the generic path
         let mut v = vec![0.5f32; 3 * 100];
         v[150] = f32::NAN;

@@ -203,7 +203,7 @@ pub fn check_weights(
     opts: &CheckOptions,
 ) -> Result<CheckReport> {
     let md = ModelDir::open(dir)?;
-    let variant = md.variant(variant)?;
+    let variant = md.choose_variant(variant)?;
     let mode = md.mode(variant);
     let mut store = ChecksumStore::load(&md.root);
     let mut report = CheckReport {
@@ -279,9 +279,27 @@ pub fn check_weights(
                 Err(e) => fc.push(Level::Error, "checksum", e.to_string()),
             }
         }
-        match check_companion_config(c, &p, mode) {
-            Ok(s) => fc.push(Level::Ok, "config", s),
-            Err(e) => fc.push(Level::Error, "config", e.to_string()),
+        let configured = md
+            .manifest
+            .as_ref()
+            .and_then(|m| m.entry(c))
+            .is_some_and(|e| e.config.is_some());
+        if configured {
+            // the loader takes the manifest's configuration and never reads this file
+            fc.push(
+                Level::Ok,
+                "config",
+                format!(
+                    "not used: {} configures the {}",
+                    crate::model_dir::MANIFEST,
+                    c.describe()
+                ),
+            );
+        } else {
+            match check_companion_config(c, &p, mode) {
+                Ok(s) => fc.push(Level::Ok, "config", s),
+                Err(e) => fc.push(Level::Error, "config", e.to_string()),
+            }
         }
         report.files.push(fc);
     }
@@ -369,7 +387,7 @@ fn check_checksum(
                 Level::Warn,
                 "checksum",
                 format!(
-                    "no recorded checksum (placed by hand?): run `mmaudio fetch-weights --variant {variant} --dir {}` \
+                    "no recorded checksum (placed by hand?): run `mmaudio fetch-weights --variant {variant} --model-dir {}` \
                      with network access to verify it against the Hugging Face Hub",
                     md.root.display()
                 ),
@@ -413,7 +431,7 @@ fn check_checksum(
                     expected: m,
                     actual: sums.md5.clone(),
                     hint: format!(
-                        " ({what}){hint}; delete it and run `mmaudio fetch-weights --variant {variant} --dir {}`",
+                        " ({what}){hint}; delete it and run `mmaudio fetch-weights --variant {variant} --model-dir {}`",
                         md.root.display()
                     ),
                 }
@@ -443,7 +461,7 @@ fn check_checksum(
                     expected: v.sha256.clone(),
                     actual: sums.sha256.clone(),
                     hint: format!(
-                        " (recorded at download, {}): {what}; delete it and run `mmaudio fetch-weights --variant {variant} --dir {}`",
+                        " (recorded at download, {}): {what}; delete it and run `mmaudio fetch-weights --variant {variant} --model-dir {}`",
                         v.against,
                         md.root.display()
                     ),
@@ -464,7 +482,7 @@ fn check_checksum(
             "checksum",
             format!(
                 "SHA-256 {} is not a known published version and no download was recorded: run \
-                 `mmaudio fetch-weights --variant {variant} --dir {}` with network access to verify it",
+                 `mmaudio fetch-weights --variant {variant} --model-dir {}` with network access to verify it",
                 sums.sha256,
                 md.root.display()
             ),

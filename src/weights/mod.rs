@@ -44,6 +44,23 @@ impl std::fmt::Debug for WeightFile {
     }
 }
 
+/// Run candle's `.pth` reader, which panics on some malformed pickles (an argument tuple
+/// shorter than it expects, found by `tests/fuzz_loaders.rs`): a panic becomes an error
+/// naming the file, like any other corruption.
+fn guard_parser<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::WeightFile {
+            path: path.to_owned(),
+            reason: format!("malformed checkpoint: the PyTorch pickle reader failed ({what})"),
+        })
+    })
+}
+
 /// Storage format of a weight file, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -139,7 +156,9 @@ impl WeightFile {
                 })
             }
             Format::Pth => {
-                let pth = candle_core::pickle::PthTensors::new(&path, key).map_err(werr)?;
+                let pth = guard_parser(&path, || {
+                    candle_core::pickle::PthTensors::new(&path, key).map_err(werr)
+                })?;
                 let index = pth
                     .tensor_infos()
                     .iter()
@@ -240,7 +259,21 @@ impl WeightFile {
                 actual: s.to_vec(),
                 hint: String::new(),
             }),
-            Some(_) => self.load(key, dtype, device),
+            Some(_) => {
+                // an integer tensor where a float weight belongs would be converted silently
+                let stored = self.stored_dtype(key).unwrap_or(dtype);
+                if dtype.is_float() && !stored.is_float() {
+                    return Err(Error::WeightFile {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "tensor `{key}` is stored as {}, a floating-point weight \
+                             (f32, f16, bf16 or f64) was expected (wrong or damaged file?)",
+                            stored.as_str()
+                        ),
+                    });
+                }
+                self.load(key, dtype, device)
+            }
         }
     }
 
@@ -254,21 +287,20 @@ impl WeightFile {
             key: key.into(),
             expected: vec![],
         })?;
-        let t = match &self.inner {
-            Inner::Safetensors(st) => {
-                let full = self.full_name(st, key);
-                st.load(&full, &Device::Cpu).map_err(werr)?
-            }
-            Inner::Pth(p) => p
-                .get(key)
-                .map_err(werr)?
-                .ok_or_else(|| Error::MissingTensor {
-                    path: self.path.clone(),
-                    key: key.into(),
-                    expected: vec![],
-                })?,
-            Inner::Memory(m) => m[key].clone(),
-        };
+        let t =
+            match &self.inner {
+                Inner::Safetensors(st) => {
+                    let full = self.full_name(st, key);
+                    st.load(&full, &Device::Cpu).map_err(werr)?
+                }
+                Inner::Pth(p) => guard_parser(&self.path, || p.get(key).map_err(werr))?
+                    .ok_or_else(|| Error::MissingTensor {
+                        path: self.path.clone(),
+                        key: key.into(),
+                        expected: vec![],
+                    })?,
+                Inner::Memory(m) => m[key].clone(),
+            };
         debug_assert_eq!(t.dtype(), *stored);
         self.used.lock().unwrap().insert(key.to_string());
         Ok(t)
@@ -294,7 +326,8 @@ impl WeightFile {
             Error::Candle(c) => {
                 let msg = c.to_string();
                 let prefix = format!("weights file {}: ", self.path.display());
-                let reason = msg.strip_prefix(&prefix).unwrap_or(&msg).to_string();
+                let reason = msg.strip_prefix("cannot read ").unwrap_or(&msg);
+                let reason = reason.strip_prefix(&prefix).unwrap_or(&msg).to_string();
                 Error::WeightFile {
                     path: self.path.clone(),
                     reason,

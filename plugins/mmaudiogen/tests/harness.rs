@@ -669,17 +669,20 @@ fn gaps_are_covered_by_the_held_frame_and_leading_gaps_forwarded() {
     r.h.push_event(gst::event::Eos::new());
     let samples = check_output(&drain(&mut r.h), 16000, t0);
     assert_eq!(samples.len(), 64_000);
-    let mut gaps = 0;
+    let mut gaps = Vec::new();
     while let Some(ev) = r.h.try_pull_event() {
         if let gst::EventView::Gap(g) = ev.view() {
-            assert_eq!(
-                g.get(),
-                (gst::ClockTime::ZERO, Some(gst::ClockTime::SECOND))
-            );
-            gaps += 1;
+            gaps.push(g.get());
         }
     }
-    assert_eq!(gaps, 1, "only the leading gap is forwarded");
+    // Only the leading gap is forwarded; the first frame adds the preroll GAP (no duration).
+    assert_eq!(
+        gaps,
+        [
+            (gst::ClockTime::ZERO, Some(gst::ClockTime::SECOND)),
+            (t0, Some(gst::ClockTime::ZERO))
+        ]
+    );
     // Windows inside the gap see the held last frame (value 50) at pts 0.
     let seen = log.lock().unwrap();
     let inside: Vec<&Seen> = seen
@@ -1079,4 +1082,337 @@ fn invalid_overlap_fails_the_state_change() {
     let text = error_text(&wait_message(&bus, gst::MessageType::Error, 2).expect("ERROR"));
     assert!(text.contains("at most half"), "{text}");
     let _ = element.set_state(gst::State::Null);
+}
+
+/// Non-live: the one WARNING says "further late windows are only logged", and that stays
+/// true across a flushing seek (no second WARNING for the same run).
+#[test]
+fn late_window_warning_text_stays_true_across_a_seek() {
+    let log = new_log();
+    let element = element_with(
+        16000,
+        Behaviour::Sleep(Duration::from_millis(200)),
+        &log,
+        None,
+    );
+    element.set_property("processing-latency", 50u32);
+    element.set_property("window-duration", 1000u32);
+    element.set_property("overlap", 0u32);
+    let mut r = start(
+        element,
+        "video/x-raw,format=RGB,width=8,height=6,framerate=25/1",
+    );
+    let info = rgb_info(8, 6);
+    push_cfr(&mut r.h, &info, 0..30, (25, 1), gst::ClockTime::ZERO, |_| 0);
+    // wait until the first (late) window is out
+    assert!(r.h.pull().is_ok());
+    assert!(r.h.push_event(gst::event::FlushStart::new()));
+    assert!(r.h.push_event(gst::event::FlushStop::new(true)));
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(gst::ClockTime::from_seconds(5));
+    segment.set_time(gst::ClockTime::from_seconds(5));
+    assert!(r.h.push_event(gst::event::Segment::new(&segment)));
+    push_cfr(
+        &mut r.h,
+        &info,
+        0..50,
+        (25, 1),
+        gst::ClockTime::from_seconds(5),
+        |_| 0,
+    );
+    r.h.push_event(gst::event::Eos::new());
+    drain(&mut r.h);
+    assert!(log.lock().unwrap().len() >= 3);
+    let warnings = messages(&r.bus, gst::MessageType::Warning);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        error_text(&warnings[0]).contains("further late windows are only logged"),
+        "{}",
+        error_text(&warnings[0])
+    );
+}
+
+fn main_message(msg: &gst::Message) -> String {
+    match msg.view() {
+        gst::MessageView::Error(e) => e.error().to_string(),
+        _ => panic!("not an error: {msg:?}"),
+    }
+}
+
+/// Invalid property combinations put the reason in the ERROR's main message (what
+/// `gst-launch-1.0` and most applications show), not only in the debug text.
+#[test]
+fn invalid_settings_error_has_the_reason_in_its_main_message() {
+    let log = new_log();
+    let element = element_with(16000, Behaviour::Constant(0.0), &log, None);
+    element.set_property("window-duration", 2000u32);
+    element.set_property("overlap", 1500u32);
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    assert!(element.set_state(gst::State::Paused).is_err());
+    let text = main_message(&wait_message(&bus, gst::MessageType::Error, 2).expect("ERROR"));
+    assert!(text.contains("at most half"), "{text}");
+    let _ = element.set_state(gst::State::Null);
+}
+
+/// `variant` takes the official spelling (`small_16k`) as well as the element's
+/// (`small-16k`), and defaults to `auto`.
+#[test]
+fn variant_property_takes_both_spellings_and_defaults_to_auto() {
+    init();
+    let element = gst::ElementFactory::make("mmaudiogen").build().unwrap();
+    let nick = |e: &gst::Element| {
+        let v = e.property_value("variant");
+        gst::glib::EnumValue::from_value(&v)
+            .unwrap()
+            .1
+            .nick()
+            .to_string()
+    };
+    assert_eq!(nick(&element), "auto");
+    for (spelling, want) in [
+        ("small_16k", "small-16k"),
+        ("small-16k", "small-16k"),
+        ("large_44k_v2", "large-44k-v2"),
+        ("medium-44k", "medium-44k"),
+        ("auto", "auto"),
+    ] {
+        element.set_property_from_str("variant", spelling);
+        assert_eq!(nick(&element), want, "{spelling}");
+    }
+}
+
+/// The real loader on a tiny test model (a small_16k folder): the PROGRESS `complete`
+/// message, an INFO message and the `mmaudiogen-model` element message say what was
+/// loaded — variant, rate, device and precision as resolved from `auto` — and a variant
+/// contradicting the folder's manifest is refused with the reason in the main message.
+#[test]
+fn load_messages_say_what_was_loaded() {
+    init();
+    let dir = scratch_dir("test-model-16k-load");
+    mmaudio::test_model::write_test_model(&dir, mmaudio::Mode::Khz16, 2).unwrap();
+    let element = gst::ElementFactory::make("mmaudiogen")
+        .property("model-dir", dir.to_str().unwrap())
+        .property("device", "auto")
+        .build()
+        .unwrap();
+    let mut r = start(
+        element,
+        "video/x-raw,format=RGB,width=8,height=6,framerate=25/1",
+    );
+    r.h.push(rgb_buffer(
+        &rgb_info(8, 6),
+        |_, _, _| 0,
+        0,
+        gst::ClockTime::ZERO,
+        Some(40 * MS),
+    ))
+    .unwrap();
+    let mut msgs = messages_until(&r.bus, gst::MessageType::Info, 30);
+    let info_msg = msgs.last().unwrap().clone();
+    // the element message follows the INFO
+    msgs.extend(messages_n(&r.bus, gst::MessageType::Element, 1, 5));
+    let progress: Vec<(gst::ProgressType, String)> = msgs
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Progress(p) => Some((p.get().0, p.get().2.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progress.len(), 2, "{progress:?}");
+    assert!(
+        progress[0].1.contains("Loading MMAudio auto"),
+        "{progress:?}"
+    );
+    let want = "MMAudio small_16k (tiny random test model: noise), 16000 Hz, on cpu in f32";
+    assert!(progress[1].1.contains(want), "{progress:?}");
+    let gst::MessageView::Info(info) = info_msg.view() else {
+        unreachable!()
+    };
+    assert!(info.error().to_string().contains(want), "{}", info.error());
+    let model = msgs
+        .iter()
+        .find_map(|m| match m.view() {
+            gst::MessageView::Element(e)
+                if e.structure()
+                    .is_some_and(|s| s.name() == "mmaudiogen-model") =>
+            {
+                e.structure().map(|s| s.to_owned())
+            }
+            _ => None,
+        })
+        .expect("mmaudiogen-model message");
+    assert_eq!(model.get::<String>("variant").unwrap(), "small_16k");
+    assert_eq!(model.get::<u32>("rate").unwrap(), 16000);
+    assert_eq!(model.get::<String>("device").unwrap(), "cpu");
+    assert_eq!(model.get::<String>("precision").unwrap(), "f32");
+    drop(r);
+
+    // asking for another variant than the folder holds is refused, saying why
+    let element = gst::ElementFactory::make("mmaudiogen")
+        .property("model-dir", dir.to_str().unwrap())
+        .property_from_str("variant", "small_44k")
+        .build()
+        .unwrap();
+    let mut r = start(
+        element,
+        "video/x-raw,format=RGB,width=8,height=6,framerate=25/1",
+    );
+    let res = r.h.push(rgb_buffer(
+        &rgb_info(8, 6),
+        |_, _, _| 0,
+        0,
+        gst::ClockTime::ZERO,
+        Some(40 * MS),
+    ));
+    assert_eq!(res, Err(gst::FlowError::Error));
+    let msgs = messages_until(&r.bus, gst::MessageType::Error, 30);
+    let text = main_message(msgs.last().unwrap());
+    assert!(
+        text.contains("holds small_16k") && text.contains("not the requested small_44k"),
+        "{text}"
+    );
+}
+
+/// Every generation property reaches the generator with the value set (and the defaults
+/// when nothing is set): prompt, negative-prompt, num-steps, cfg-strength, seed (+ window
+/// index), mask-away-clip, text-only (no frames), window-duration and overlap (window
+/// starts and lengths).
+#[test]
+fn every_generation_property_reaches_the_generator() {
+    use mmaudio::request::GenerationParams;
+    // (properties set, expected params, text-only, window s, overlap s)
+    let custom = GenerationParams {
+        prompt: "rain on a tin roof".into(),
+        negative_prompt: "music, speech".into(),
+        num_steps: 7,
+        cfg_strength: 2.25,
+        seed: 1234,
+        mask_away_clip: true,
+    };
+    let cases: [(bool, GenerationParams, bool, f64, f64); 3] = [
+        (false, GenerationParams::default(), false, 8.0, 1.0),
+        (true, custom.clone(), false, 2.0, 0.5),
+        (
+            true,
+            GenerationParams {
+                mask_away_clip: false,
+                ..custom
+            },
+            true,
+            1.5,
+            0.25,
+        ),
+    ];
+    for (set, want, text_only, window_s, overlap_s) in cases {
+        let log = new_log();
+        let element = element_with(16000, Behaviour::Constant(0.1), &log, None);
+        if set {
+            element.set_property("prompt", want.prompt.as_str());
+            element.set_property("negative-prompt", want.negative_prompt.as_str());
+            element.set_property("num-steps", want.num_steps as u32);
+            element.set_property("cfg-strength", want.cfg_strength);
+            element.set_property("seed", want.seed);
+            element.set_property("mask-away-clip", want.mask_away_clip);
+            element.set_property("text-only", text_only);
+            element.set_property("window-duration", (window_s * 1000.0) as u32);
+            element.set_property("overlap", (overlap_s * 1000.0) as u32);
+        }
+        let mut r = start(
+            element,
+            "video/x-raw,format=RGB,width=8,height=6,framerate=25/1",
+        );
+        // 10 s of video: several windows whatever the geometry
+        push_cfr(
+            &mut r.h,
+            &rgb_info(8, 6),
+            0..250,
+            (25, 1),
+            gst::ClockTime::ZERO,
+            |i| i as u8,
+        );
+        r.h.push_event(gst::event::Eos::new());
+        let samples = check_output(&drain(&mut r.h), 16000, gst::ClockTime::ZERO);
+        assert_eq!(samples.len(), 160_000);
+        let seen = log.lock().unwrap();
+        let hop = window_s - overlap_s;
+        let windows = ((10.0 - window_s) / hop).ceil() as usize + 1;
+        assert_eq!(
+            seen.len(),
+            windows,
+            "windows for {window_s} s / {overlap_s} s"
+        );
+        for (k, s) in seen.iter().enumerate() {
+            let expect = GenerationParams {
+                seed: want.seed + k as u64,
+                ..want.clone()
+            };
+            assert_eq!(
+                s.params, expect,
+                "window {k} ({window_s} s / {overlap_s} s)"
+            );
+            assert!(
+                (s.start - k as f64 * hop).abs() < 1e-9,
+                "window {k} start {}",
+                s.start
+            );
+            if k + 1 < windows {
+                assert!((s.duration - window_s).abs() < 1e-9, "window {k} duration");
+            }
+            assert_eq!(
+                s.frames.is_empty(),
+                text_only,
+                "window {k}: text-only {text_only} but {} frames",
+                s.frames.len()
+            );
+        }
+    }
+}
+
+/// The LATENCY answer: live flag passed through from upstream, min = upstream min + window +
+/// one frame + processing budget, max = upstream max + the same + one hop per window that
+/// may be in flight (NONE stays NONE).
+#[test]
+fn latency_query_reports_min_max_and_live() {
+    for (live, upstream_max) in [
+        (false, None),
+        (true, Some(300 * MS)),
+        (false, Some(2 * gst::ClockTime::SECOND)),
+    ] {
+        let log = new_log();
+        let element = element_with(16000, Behaviour::Constant(0.0), &log, None);
+        element.set_property("processing-latency", 500u32);
+        element.set_property("window-duration", 4000u32);
+        element.set_property("overlap", 1000u32);
+        element.set_property("max-in-flight", 3u32);
+        let sinkpad = element.static_pad("sink").unwrap();
+        let r = start(
+            element,
+            "video/x-raw,format=RGB,width=8,height=6,framerate=25/1",
+        );
+        // upstream's answer, as a live or non-live source with a known or unknown maximum
+        sinkpad.add_probe(
+            gst::PadProbeType::QUERY_UPSTREAM | gst::PadProbeType::PULL,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Query(q)) = info.data.as_mut()
+                    && let gst::QueryViewMut::Latency(l) = q.view_mut()
+                {
+                    l.set(live, 100 * MS, upstream_max);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let mut q = gst::query::Latency::new();
+        assert!(
+            r.h.sinkpad().unwrap().peer_query(&mut q),
+            "LATENCY query answered"
+        );
+        let (got_live, min, max) = q.result();
+        assert_eq!(got_live, live);
+        // 100 upstream + 4000 window + 40 (one 25 fps frame) + 500 processing
+        assert_eq!(min, (100 + 4000 + 40 + 500) * MS);
+        // + 3 windows in flight × 3000 ms hop
+        let own_max = (4000 + 40 + 500 + 3 * 3000) * MS;
+        assert_eq!(max, upstream_max.map(|m| m + own_max), "live {live}");
+    }
 }

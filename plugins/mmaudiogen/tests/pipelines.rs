@@ -48,9 +48,10 @@ fn make_media(
         Container::Mp4H264 => ("x264enc ! h264parse", "mp4mux", "avenc_aac ! aacparse"),
         Container::WebmVp8 => ("vp8enc deadline=1", "webmmux", "opusenc"),
     };
+    // 8-bit 4:2:0 as cameras and phones record (left free, x264enc may pick 10-bit 4:4:4)
     let mut desc = format!(
         "videotestsrc num-buffers={frames} pattern=ball ! \
-         video/x-raw,width=64,height=48,framerate={num}/{den} ! {venc} ! \
+         video/x-raw,format=I420,width=64,height=48,framerate={num}/{den} ! {venc} ! \
          {mux} name=mux ! filesink location={}",
         path.display()
     );
@@ -230,13 +231,20 @@ fn webm_vp8_10s_25fps_with_and_without_audio() {
 /// the cdylib next to the test binary (`target/<profile>/deps/`) without copying it to
 /// `target/<profile>/`, which may hold an older build; and `deps/` itself is full of other
 /// shared objects that GStreamer would try to load.
+///
+/// Copied once per test process: copying it again while another test's `gst-launch-1.0`
+/// has it mapped would pull the code from under that process (SIGBUS).
 fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let built = exe.parent().unwrap().join("libgstmmaudio.so");
-    assert!(built.exists(), "{} missing", built.display());
-    let dir = scratch_dir("plugin");
-    std::fs::copy(&built, dir.join("libgstmmaudio.so")).unwrap();
-    dir
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let built = exe.parent().unwrap().join("libgstmmaudio.so");
+        assert!(built.exists(), "{} missing", built.display());
+        let dir = scratch_dir("plugin");
+        std::fs::copy(&built, dir.join("libgstmmaudio.so")).unwrap();
+        dir
+    })
+    .clone()
 }
 
 fn gst_command(tool: &str) -> Command {
@@ -373,5 +381,254 @@ fn gst_launch_with_test_model() {
         let (count, _, channels, wav_rate) = wav_info(&wav);
         assert_eq!((channels, wav_rate), (1, rate));
         assert_eq!(count, (seconds * rate as f64).round() as u64, "{name}");
+    }
+}
+
+/// The README's live tee, as the issue ran it (default queues on both branches, both sinks
+/// synchronised), through `gst-launch-1.0 -e` with the real generator on the tiny test
+/// model: the pipeline must preroll and play (the element's preroll GAP lets the audio sink
+/// preroll before the first window is ready), and Ctrl-C (SIGINT, EOS with `-e`) must end
+/// it within the latency plus a window — it used to deadlock in preroll and ignore Ctrl-C.
+#[test]
+fn gst_launch_live_tee_with_default_queues_stops_on_ctrl_c() {
+    let d = scratch_dir("test-model-16k-live");
+    mmaudio::test_model::write_test_model(&d, mmaudio::Mode::Khz16, 1).unwrap();
+    let mut child = gst_command("gst-launch-1.0")
+        .args([
+            "-e",
+            "videotestsrc",
+            "is-live=true",
+            "!",
+            "video/x-raw,width=64,height=48,framerate=25/1",
+            "!",
+            "videoconvert",
+            "!",
+            "tee",
+            "name=t",
+            "t.",
+            "!",
+            "queue",
+            "!",
+            "fakesink",
+            "sync=true",
+            "t.",
+            "!",
+            "queue",
+            "!",
+            "mmaudiogen",
+            &format!("model-dir={}", d.display()),
+            "variant=small-16k",
+            "num-steps=1",
+            "window-duration=2000",
+            "overlap=400",
+            "processing-latency=5000",
+            "!",
+            "audioconvert",
+            "!",
+            "fakesink",
+            "sync=true",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let sent = std::time::Instant::now();
+    // Latency 7.04 s (window + frame + processing-latency) before the last audio renders.
+    let limit = std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running {limit:?} after SIGINT (deadlock):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status.success(), "{text}");
+    assert!(text.contains("Got EOS from element"), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
+
+/// Run `desc` (its `mmaudiogen` named `gen`, with a constant generator at `rate`) until
+/// EOS or ERROR within `secs`; the ERROR's (source name, message, debug).
+fn error_of(desc: &str, rate: u32, secs: u64) -> Result<(String, String, String), String> {
+    init();
+    let pipeline = gst::parse::launch(desc).unwrap();
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let generator = bin.by_name("gen").unwrap();
+    let log = new_log();
+    generator
+        .downcast_ref::<gstmmaudio::MMAudioGen>()
+        .unwrap()
+        .set_generator_factory(move |_| {
+            Ok(Box::new(Fake::new(
+                rate,
+                Behaviour::Constant(0.1),
+                log.clone(),
+            )))
+        });
+    let bus = pipeline.bus().unwrap();
+    let _ = pipeline.set_state(gst::State::Playing);
+    let res = loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(secs)) else {
+            break Err(format!(
+                "neither EOS nor ERROR within {secs} s: the pipeline hangs"
+            ));
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break Err("EOS instead of an ERROR".into()),
+            gst::MessageView::Error(e) => {
+                break Ok((
+                    msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                    e.error().to_string(),
+                    e.debug().map(|d| d.to_string()).unwrap_or_default(),
+                ));
+            }
+            _ => {}
+        }
+    };
+    pipeline.set_state(gst::State::Null).unwrap();
+    res
+}
+
+/// The issue's hang: downstream refuses the 16 kHz output after the video has already
+/// ended (EOS before the first window), so nothing upstream would ever see the flow error.
+/// mmaudiogen posts an ERROR whose main message says what was refused and what to add.
+#[test]
+fn refused_output_rate_posts_an_error_instead_of_hanging() {
+    for frames in [10, 60] {
+        let (src, message, debug) = error_of(
+            &format!(
+                "videotestsrc num-buffers={frames} ! video/x-raw,width=64,height=64 ! \
+                 mmaudiogen name=gen window-duration=1000 overlap=0 ! \
+                 audio/x-raw,rate=44100 ! fakesink"
+            ),
+            16000,
+            20,
+        )
+        .unwrap_or_else(|e| panic!("{frames} frames: {e}"));
+        assert_eq!(src, "gen", "{message} | {debug}");
+        assert!(
+            message.contains("refused audio/x-raw rate=16000") && message.contains("audioresample"),
+            "{message} | {debug}"
+        );
+        assert!(debug.contains("44100"), "{debug}");
+    }
+}
+
+/// An unlinked source pad (the audio goes nowhere) is an ERROR naming the pad, not a
+/// pipeline stuck in PAUSED.
+#[test]
+fn unlinked_src_pad_posts_an_error_instead_of_hanging() {
+    let (src, message, debug) = error_of(
+        "videotestsrc num-buffers=10 ! video/x-raw,width=64,height=64 ! \
+         mmaudiogen name=gen window-duration=1000 overlap=0",
+        16000,
+        20,
+    )
+    .unwrap();
+    assert_eq!(src, "gen", "{message} | {debug}");
+    assert!(message.contains("not linked"), "{message} | {debug}");
+}
+
+/// The debug category is registered when the plugin loads (before any element exists), and
+/// the author field reads `Name <email>`.
+#[test]
+fn debug_category_at_plugin_load_and_author_with_email() {
+    let out = gst_command("gst-inspect-1.0")
+        .arg("--gst-debug-help")
+        .env("GST_DEBUG_NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some("mmaudiogen") && l.contains("MMAudio video-to-audio generator")
+        }),
+        "mmaudiogen not among the debug categories:\n{text}"
+    );
+    let out = gst_command("gst-inspect-1.0")
+        .arg("mmaudiogen")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let author = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Author"))
+        .unwrap_or_else(|| panic!("no Author line:\n{text}"));
+    let value = author.trim_start().trim_start_matches("Author").trim();
+    let (name, email) = value
+        .split_once(" <")
+        .unwrap_or_else(|| panic!("{author:?} is not `Name <email>`"));
+    assert!(
+        !name.is_empty() && email.ends_with('>') && email.contains('@'),
+        "{author:?}"
+    );
+}
+
+/// The design card's pipeline as a user types it: `filesrc ! decodebin ! mmaudiogen ! sink`
+/// with no `videoconvert` (the decoder's I420 goes straight in), no `model-dir` (the
+/// weights are found through `MMAUDIO_MODEL_DIR`, or in `./models`) and no variant (the
+/// folder's), on H.264 MP4 files with and without an audio track, with the real generator
+/// on the tiny test model. `wavenc` stands in for `autoaudiosink` so the samples can be
+/// counted: 2.4 s at 16 kHz.
+#[test]
+fn design_card_pipeline_works_as_typed() {
+    let model = scratch_dir("as-typed").join("models");
+    if !model.join("mmaudio.json").exists() {
+        mmaudio::test_model::write_test_model(&model, mmaudio::Mode::Khz16, 4).unwrap();
+    }
+    for (name, audio, env_dir) in [
+        ("typed-2400ms.mp4", None, true),
+        ("typed-2400ms-audio.mp4", Some(0), false),
+    ] {
+        let file = make_media(name, Container::Mp4H264, audio, 60, 25, 1);
+        let wav = file.with_extension("typed.wav");
+        let mut cmd = gst_command("gst-launch-1.0");
+        cmd.arg("filesrc")
+            .arg(format!("location={}", file.display()))
+            .args(["!", "decodebin", "!", "mmaudiogen", "!"])
+            .args(["audioconvert", "!", "wavenc", "!", "filesink"])
+            .arg(format!("location={}", wav.display()));
+        if env_dir {
+            cmd.env("MMAUDIO_MODEL_DIR", &model);
+        } else {
+            // the default: ./models
+            cmd.env_remove("MMAUDIO_MODEL_DIR")
+                .current_dir(model.parent().unwrap());
+        }
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{name} ({}): {text}", out.status);
+        assert!(
+            text.contains("Loaded MMAudio small_16k") && text.contains("on cpu in f32"),
+            "{name}: {text}"
+        );
+        let (count, _, channels, rate) = wav_info(&wav);
+        assert_eq!((channels, rate), (1, 16000), "{name}");
+        assert_eq!(count, 38_400, "{name}");
     }
 }

@@ -285,3 +285,170 @@ fn live_preview_script_runs_live_with_the_reported_latency() {
     assert!(took > 3.0, "ran in {took} s: not synchronised?");
     drop(pipeline);
 }
+
+/// The S16 samples of a WAV file (interleaved) and its channel count.
+fn wav_s16(path: &Path) -> (Vec<i16>, u16) {
+    let (_, bits, channels, _) = wav_info(path);
+    assert_eq!(bits, 16);
+    let data = std::fs::read(path).unwrap();
+    let at = data.windows(4).position(|w| w == b"data").unwrap() + 8;
+    let samples = data[at..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (samples, channels)
+}
+
+#[test]
+fn mix_live_script_mixes_the_soundtrack_under_the_live_sound() {
+    let out = scratch_dir("scripts").join("mix-live.wav");
+    let argv = script_argv(
+        "mix-live.sh",
+        &["--test"],
+        &[
+            ("NUM_BUFFERS", "50"),
+            ("VIDEO_SINK", "fakesink sync=true"),
+            (
+                "AUDIO_SINK",
+                &format!(
+                    "audio/x-raw,format=S16LE ! wavenc ! filesink location={}",
+                    out.display()
+                ),
+            ),
+            ("MMAUDIO_WINDOW_MS", "1000"),
+            ("MMAUDIO_OVERLAP_MS", "200"),
+            ("MMAUDIO_PROCESSING_LATENCY_MS", "300"),
+            ("MMAUDIO_MIX_GAIN_DB", "-6"),
+        ],
+    );
+    assert!(argv.iter().any(|a| a == "audiomixer"), "{argv:?}");
+    let log = new_log();
+    let (_, samples) = run_argv(&argv, 16000, Behaviour::Constant(0.2), &log);
+    assert_eq!(samples, 32_000);
+    let (x, channels) = wav_s16(&out);
+    assert_eq!(channels, 2);
+    // Live: the mix runs from the earlier of the two live starts to the later end, within a
+    // few tens of ms of the 2 s both sources last.
+    let frames = x.len() / 2;
+    assert!(
+        (94_000..=98_500).contains(&frames),
+        "{frames} frames at 48 kHz, expected about 2 s"
+    );
+    // Middle second: the soundtrack (0.2 at −6 dB ≈ 0.1) is the mean, the live 440 Hz sine
+    // (amplitude 0.5) the rest.
+    let mid: Vec<f64> = x[48_000..144_000]
+        .iter()
+        .map(|&v| v as f64 / 32768.0)
+        .collect();
+    let mean = mid.iter().sum::<f64>() / mid.len() as f64;
+    let rms = (mid.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / mid.len() as f64).sqrt();
+    assert!(
+        (mean - 0.2 * 0.501).abs() < 0.01,
+        "mean {mean}: soundtrack not mixed in"
+    );
+    assert!(
+        (rms - 0.5 / 2f64.sqrt()).abs() < 0.03,
+        "rms {rms}: live sound not mixed in"
+    );
+}
+
+fn script_path(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../pipelines")
+        .join(script)
+}
+
+/// `--help` prints the usage on stdout and succeeds; missing (or too many) arguments print
+/// it on stderr and fail with 2. Either way only the header text: no shebang, no shell.
+#[test]
+fn every_script_prints_its_usage_for_help_and_missing_arguments() {
+    let mut scripts: Vec<String> = std::fs::read_dir(script_path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sh") && n != "common.sh")
+        .collect();
+    scripts.sort();
+    assert_eq!(
+        scripts,
+        [
+            "live-preview.sh",
+            "mix-live.sh",
+            "resoundtrack.sh",
+            "text-to-audio.sh"
+        ]
+    );
+    let clean = |script: &str, text: &str| {
+        assert!(
+            text.contains(&format!("Usage: {script}")),
+            "{script}: no usage in\n{text}"
+        );
+        for bad in ["#!", "source ", "$(", "BASH_SOURCE", "sed -n", "set -"] {
+            assert!(!text.contains(bad), "{script}: stray {bad:?} in\n{text}");
+        }
+    };
+    for script in &scripts {
+        for flag in ["--help", "-h"] {
+            let out = Command::new("bash")
+                .arg(script_path(script))
+                .arg(flag)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{script} {flag}");
+            clean(script, &String::from_utf8_lossy(&out.stdout));
+        }
+        // live-preview takes at most one argument, mix-live two, the others need two or
+        // three
+        let bad_args: &[&str] = match script.as_str() {
+            "live-preview.sh" => &["a", "b"],
+            "mix-live.sh" => &["a", "b", "c"],
+            _ => &[],
+        };
+        let out = Command::new("bash")
+            .arg(script_path(script))
+            .args(bad_args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{script} {bad_args:?}");
+        assert!(out.stdout.is_empty());
+        clean(script, &String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A pipeline GStreamer cannot build ends with a sentence that says what to do, after
+/// gst-launch-1.0's own line: here the plugin is not on GST_PLUGIN_PATH.
+#[test]
+fn scripts_turn_link_errors_into_a_sentence() {
+    let empty = scratch_dir("no-plugins");
+    let out = Command::new("bash")
+        .arg(script_path("text-to-audio.sh"))
+        .args(["rain", "1", empty.join("x.wav").to_str().unwrap()])
+        .env("GST_PLUGIN_PATH", &empty)
+        .env("GST_REGISTRY", empty.join("registry.bin"))
+        .env("MMAUDIO_MODEL_DIR", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no element \"mmaudiogen\""), "{err}");
+    assert!(
+        err.contains("mmaudiogen was not found: build the plugin")
+            && err.contains("GST_PLUGIN_PATH"),
+        "{err}"
+    );
+    // an element that exists but cannot take the other's output: named in the sentence
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; launch videotestsrc num-buffers=1 ! audioconvert ! fakesink",
+            script_path("common.sh").display()
+        ))
+        .env("MMAUDIO_MODEL_DIR", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("could not connect videotestsrc0 to audioconvert0"),
+        "{err}"
+    );
+}

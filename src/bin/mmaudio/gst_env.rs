@@ -1,9 +1,8 @@
 //! GStreamer set-up shared by the CLI's GStreamer subcommands: where the `mmaudiogen`
-//! plugin is looked for, and a Ctrl-C flag for the bus loops.
+//! plugin is looked for, and which packages provide missing elements.
 
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// File name of the plugin built by `cargo build --release --workspace`.
 pub const PLUGIN_FILE: &str = "libgstmmaudio.so";
@@ -123,24 +122,4 @@ pub fn require_elements(names: &[&str]) -> Result<()> {
         missing.join(", "),
         packages.join(" ")
     )
-}
-
-static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
-}
-
-/// Count Ctrl-C presses instead of dying (the bus loops poll [`interrupts`]).
-pub fn catch_ctrl_c() {
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
-    // SAFETY: the handler only touches an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-    }
-}
-
-/// How many times Ctrl-C was pressed since [`catch_ctrl_c`].
-pub fn interrupts() -> usize {
-    INTERRUPTS.load(Ordering::SeqCst)
 }

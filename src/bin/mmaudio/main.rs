@@ -54,8 +54,9 @@ enum Cmd {
     /// the original video stream (not re-encoded) with the new soundtrack.
     #[cfg(feature = "gst")]
     Generate(generate::GenerateArgs),
-    /// Run one window through the generator and draw its video frames above the log-mel
-    /// spectrogram of the generated audio (PNG), e.g. docs/spectrogram.png.
+    /// Draw a soundtrack as a PNG: the video's frames above the log-mel spectrogram of the
+    /// audio, with time (s), frequency (Hz) and level (dB) scales and a title, e.g.
+    /// docs/spectrogram.png (made from the output of `mmaudio generate`).
     #[cfg(feature = "gst")]
     Spectrogram(spectrogram::SpectrogramArgs),
 }
@@ -65,7 +66,7 @@ struct ParityArgs {
     /// Fixture folder (default: MMAUDIO_PARITY_DIR or ../shared/parity of the source tree).
     dir: Option<PathBuf>,
     /// auto, cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "auto")]
     device: String,
     /// f32 (checks the tolerances) or f16/bf16 (reports the errors against the f32 goldens).
     #[arg(long, default_value = "f32")]
@@ -85,8 +86,11 @@ struct ParityArgs {
 
 #[derive(clap::Args)]
 struct MakeTestModelArgs {
+    /// Folder to write (created if needed); same as --model-dir.
+    dir: Option<PathBuf>,
     /// Folder to write (created if needed).
-    dir: PathBuf,
+    #[arg(long = "model-dir", conflicts_with = "dir")]
+    model_dir: Option<PathBuf>,
     /// Audio mode: 16k or 44k.
     #[arg(long, default_value = "16k")]
     mode: String,
@@ -97,18 +101,18 @@ struct MakeTestModelArgs {
 
 #[derive(clap::Args)]
 struct SelftestArgs {
-    /// Model folder.
+    /// Model folder (default: $MMAUDIO_MODEL_DIR, else ./models).
     #[arg(long)]
-    model_dir: PathBuf,
+    model_dir: Option<PathBuf>,
     /// Variant (defaults to the folder's manifest).
     #[arg(long)]
     variant: Option<Variant>,
     /// Seconds of audio.
     #[arg(long, default_value_t = 8.0)]
     duration: f64,
-    /// Euler steps.
-    #[arg(long, default_value_t = 25)]
-    steps: usize,
+    /// Flow-matching (Euler) steps.
+    #[arg(long = "num-steps", alias = "steps", default_value_t = 25)]
+    num_steps: usize,
     /// Text prompt.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -126,8 +130,9 @@ struct FetchWeightsArgs {
     #[arg(long)]
     variant: Variant,
     /// Model folder (official layout: weights/, ext_weights/); created if absent.
-    #[arg(long, default_value = ".")]
-    dir: PathBuf,
+    /// Default: $MMAUDIO_MODEL_DIR, else ./models.
+    #[arg(long = "model-dir", alias = "dir")]
+    model_dir: Option<PathBuf>,
     /// Only print each URL and the exact path it belongs at (to place files by hand).
     #[arg(long)]
     list: bool,
@@ -138,8 +143,11 @@ struct FetchWeightsArgs {
 
 #[derive(clap::Args)]
 struct CheckWeightsArgs {
-    /// Model folder.
-    dir: PathBuf,
+    /// Model folder; same as --model-dir.
+    dir: Option<PathBuf>,
+    /// Model folder (default: $MMAUDIO_MODEL_DIR, else ./models).
+    #[arg(long = "model-dir", conflicts_with = "dir")]
+    model_dir: Option<PathBuf>,
     /// Model variant (default: the one named by the folder's mmaudio.json).
     #[arg(long)]
     variant: Option<Variant>,
@@ -151,20 +159,22 @@ struct CheckWeightsArgs {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// What to measure: net, vae, vocoder, clip, text, sync, preprocess, e2e (the whole
-    /// generator, one window, per stage), stream (window engine, real-time factor).
+    /// generator, one window, per stage), stream (window engine, real-time factor),
+    /// decoder-edge[-wave] (how far a window's end disturbs the decode before it).
     target: String,
     /// Model variant (small_16k, small_44k, medium_44k, large_44k, large_44k_v2).
     #[arg(long, default_value = "small_16k")]
     variant: Variant,
-    /// Audio mode for vae/vocoder (16k or 44k); defaults to the variant's.
+    /// vae/vocoder: audio mode (16k or 44k; defaults to the variant's). stream: the
+    /// window engine, windows (default) or continuation.
     #[arg(long)]
     mode: Option<String>,
     /// Clip duration in seconds.
     #[arg(long, default_value_t = 8.0)]
     duration: f64,
-    /// Euler steps of the full sampling run.
-    #[arg(long, default_value_t = 25)]
-    steps: usize,
+    /// Flow-matching (Euler) steps of the full sampling run.
+    #[arg(long = "num-steps", alias = "steps", default_value_t = 25)]
+    num_steps: usize,
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
@@ -202,8 +212,10 @@ struct BenchArgs {
     /// stream: window length in seconds.
     #[arg(long, default_value_t = 8.0)]
     window: f64,
-    /// stream: hop between window starts in seconds (the engine needs hop >= window/2;
-    /// a shorter hop runs at window/2 and the report gives the RTF for both).
+    /// stream: hop in seconds. windows mode: between window starts (the engine needs
+    /// hop >= window/2; a shorter hop runs at window/2 and the report gives the RTF for
+    /// both). continuation mode: new audio per window (0.25 s to window/2, rounded to whole
+    /// latents).
     #[arg(long, default_value_t = 2.0)]
     hop: f64,
     /// stream: deliver frames at their presentation times (live pacing).
@@ -215,6 +227,9 @@ struct BenchArgs {
     /// Run the generic path (the code a GPU runs) instead of the fast CPU f32 kernels.
     #[arg(long)]
     generic_kernels: bool,
+    /// stream: switch the generator's CLIP/Synchformer feature caches off.
+    #[arg(long)]
+    no_feature_cache: bool,
 }
 
 fn main() -> Result<()> {
@@ -226,29 +241,39 @@ fn main() -> Result<()> {
         Cmd::CheckWeights(a) => cmd_check_weights(a),
         Cmd::MakeTestModel(a) => {
             let mode = Mode::parse(&a.mode)?;
-            mmaudio::test_model::write_test_model(&a.dir, mode, a.seed)?;
-            println!(
-                "wrote a tiny random {mode} test model to {}",
-                a.dir.display()
-            );
+            // No default here: random weights must never land in a real model folder.
+            let dir = a.dir.or(a.model_dir).ok_or_else(|| {
+                anyhow::anyhow!("give the folder to write: mmaudio make-test-model DIR")
+            })?;
+            mmaudio::test_model::write_test_model(&dir, mode, a.seed)?;
+            println!("wrote a tiny random {mode} test model to {}", dir.display());
             Ok(())
         }
         Cmd::Selftest(a) => cmd_selftest(a),
         Cmd::Parity(a) => cmd_parity(a),
         #[cfg(feature = "gst")]
-        Cmd::Generate(a) => generate::run(a),
+        Cmd::Generate(a) => {
+            let status = generate::run(a)?;
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
+        }
         #[cfg(feature = "gst")]
         Cmd::Spectrogram(a) => spectrogram::run(a),
     }
 }
 
+/// The model folder: the argument, else $MMAUDIO_MODEL_DIR, else ./models (the same for
+/// every subcommand).
+fn model_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os("MMAUDIO_MODEL_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("models"))
+}
+
 fn cmd_parity(a: ParityArgs) -> Result<()> {
     let dir = a.dir.unwrap_or_else(mmaudio::parity::default_dir);
-    anyhow::ensure!(
-        dir.is_dir(),
-        "parity fixture folder {} not found",
-        dir.display()
-    );
+    anyhow::ensure!(dir.is_dir(), mmaudio::parity::missing_fixtures_help(&dir));
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
     let opts = mmaudio::parity::Options {
@@ -269,7 +294,7 @@ fn cmd_parity(a: ParityArgs) -> Result<()> {
 
 fn cmd_selftest(a: SelftestArgs) -> Result<()> {
     use mmaudio::request::{GenerationParams, VideoFrame, WindowRequest};
-    let dir = mmaudio::model_dir::ModelDir::open(&a.model_dir)?;
+    let dir = mmaudio::model_dir::ModelDir::open(model_dir(a.model_dir))?;
     let variant = dir.variant(a.variant)?;
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
@@ -295,9 +320,10 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
         frames,
         params: GenerationParams {
             prompt: a.prompt,
-            num_steps: a.steps,
+            num_steps: a.num_steps,
             ..Default::default()
         },
+        ..Default::default()
     };
     let t = std::time::Instant::now();
     let audio = model.generate_window(&req, &mmaudio::request::Cancel::new(), None)?;
@@ -320,6 +346,7 @@ fn cmd_selftest(a: SelftestArgs) -> Result<()> {
 
 fn cmd_fetch_weights(a: FetchWeightsArgs) -> Result<()> {
     use mmaudio::fetch::{self, FetchOptions};
+    let dir = model_dir(a.model_dir);
     use std::io::IsTerminal;
     let log: fetch::Log = std::sync::Arc::new(|m: &str| eprintln!("{m}"));
     let opts = FetchOptions {
@@ -328,17 +355,14 @@ fn cmd_fetch_weights(a: FetchWeightsArgs) -> Result<()> {
         ..FetchOptions::default()
     };
     if a.list {
-        print!(
-            "{}",
-            fetch::plan_listing(&a.dir, a.variant, &opts.endpoints)
-        );
+        print!("{}", fetch::plan_listing(&dir, a.variant, &opts.endpoints));
         return Ok(());
     }
-    let shown = std::path::absolute(&a.dir).unwrap_or_else(|_| a.dir.clone());
+    let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
     eprintln!("fetching {} into {}", a.variant, shown.display());
-    fetch::fetch_variant(&a.dir, a.variant, &opts)?;
+    fetch::fetch_variant(&dir, a.variant, &opts)?;
     let report = mmaudio::weights::check::check_weights(
-        &a.dir,
+        &dir,
         Some(a.variant),
         &mmaudio::weights::check::CheckOptions {
             full: false,
@@ -362,10 +386,11 @@ fn cmd_check_weights(a: CheckWeightsArgs) -> Result<()> {
         full: a.full,
         log: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
     };
-    let report = check_weights(&a.dir, a.variant, &opts)?;
+    let dir = model_dir(a.dir.or(a.model_dir));
+    let report = check_weights(&dir, a.variant, &opts)?;
     print!("{}", report.render());
     if !report.ok() {
-        anyhow::bail!("{} error(s) in {}", report.errors(), a.dir.display());
+        anyhow::bail!("{} error(s) in {}", report.errors(), dir.display());
     }
     Ok(())
 }
@@ -376,15 +401,19 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     }
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
+    let stream_mode = match (a.target.as_str(), &a.mode) {
+        ("stream", Some(m)) => bench::pipeline::StreamMode::parse(m)?,
+        _ => bench::pipeline::StreamMode::Windows,
+    };
     let mode = match &a.mode {
-        Some(m) => Mode::parse(m)?,
-        None => a.variant.mode(),
+        Some(m) if a.target != "stream" => Mode::parse(m)?,
+        _ => a.variant.mode(),
     };
     let opts = BenchOpts {
         variant: a.variant,
         mode,
         duration: a.duration,
-        steps: a.steps,
+        steps: a.num_steps,
         warmup: a.warmup,
         runs: a.runs,
         device,
@@ -400,6 +429,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             window_s: a.window,
             hop_s: a.hop,
             realtime: a.realtime,
+            mode: stream_mode,
+            feature_cache: !a.no_feature_cache,
         },
         count_ops: a.count_ops,
     };

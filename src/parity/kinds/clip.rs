@@ -93,6 +93,31 @@ pub fn run_text(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         .ok_or_else(|| anyhow!("golden `token_ids` missing (the input of the text tower)"))?;
     let (b, l) = ids.dims2()?;
     let host = as_i64(ids)?;
+    // the ids are the tower's input here; they must also be what our tokenizer makes of the
+    // case's prompts
+    let inputs = case.inputs()?;
+    if let (Some(bytes), Some(offs)) = (
+        inputs.get("prompts_utf8"),
+        inputs.get("prompts_utf8_offsets"),
+    ) {
+        let bytes: Vec<u8> = as_i64(bytes)?.into_iter().map(|v| v as u8).collect();
+        let offs = as_i64(offs)?;
+        let prompts: Vec<String> = offs
+            .windows(2)
+            .map(|w| String::from_utf8(bytes[w[0] as usize..w[1] as usize].to_vec()))
+            .collect::<std::result::Result<_, _>>()?;
+        let tok = crate::features::tokenizer::ClipTokenizer::shared();
+        let ours: Vec<i64> = prompts
+            .iter()
+            .flat_map(|p| tok.tokenize(p).into_iter().map(i64::from))
+            .collect();
+        chk.exact("token_ids", &ours, &host);
+    } else {
+        chk.not_compared(
+            "token_ids",
+            "no prompts in the inputs: used as the tower's input only",
+        );
+    }
     let ids = Tensor::from_vec(host.clone(), (b, l), &dev)?;
 
     let mut trace = Trace::on();

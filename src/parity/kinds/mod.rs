@@ -1,4 +1,5 @@
 pub mod clip;
+pub mod e2e;
 pub mod frames;
 pub mod mel;
 pub mod net;

@@ -29,6 +29,8 @@ pub struct Seen {
     pub frames: Vec<(f64, usize, usize, Arc<Vec<u8>>)>,
     pub prompt: String,
     pub seed: u64,
+    /// Every generation setting the window was asked with.
+    pub params: mmaudio::request::GenerationParams,
 }
 
 pub type Log = Arc<Mutex<Vec<Seen>>>;
@@ -103,6 +105,7 @@ impl AudioGenerator for Fake {
                 .collect(),
             prompt: req.params.prompt.clone(),
             seed: req.params.seed,
+            params: req.params.clone(),
         });
         let calls = self.calls;
         self.calls += 1;
@@ -175,6 +178,49 @@ pub fn element_with(
     element
 }
 
+/// Frames prepared on arrival, as a generator that asks for them saw them.
+pub type PreparedLog = Arc<Mutex<Vec<Arc<mmaudio::request::PreparedFrame>>>>;
+
+/// A generator that asks for frames prepared on arrival (as the MMAudio one does), records
+/// them and returns silence.
+pub struct PreparedFake {
+    rate: u32,
+    log: PreparedLog,
+}
+
+impl AudioGenerator for PreparedFake {
+    fn sample_rate(&self) -> u32 {
+        self.rate
+    }
+    fn wants_prepared_frames(&self) -> bool {
+        true
+    }
+    fn generate(&mut self, req: &WindowRequest, _cancel: &Cancel) -> mmaudio::Result<Vec<f32>> {
+        let mut log = self.log.lock().unwrap();
+        for f in &req.frames {
+            log.push(f.prepared.clone().expect("frames are prepared on arrival"));
+        }
+        Ok(vec![0.0; req.num_samples(self.rate)])
+    }
+}
+
+/// A `mmaudiogen` whose generator is a [`PreparedFake`].
+pub fn element_prepared(rate: u32, log: &PreparedLog) -> gst::Element {
+    init();
+    let element = gst::ElementFactory::make("mmaudiogen").build().unwrap();
+    let log = log.clone();
+    element
+        .downcast_ref::<gstmmaudio::MMAudioGen>()
+        .unwrap()
+        .set_generator_factory(move |_opts: &LoadOptions| {
+            Ok(Box::new(PreparedFake {
+                rate,
+                log: log.clone(),
+            }) as Box<dyn AudioGenerator>)
+        });
+    element
+}
+
 /// Expected output for [`Behaviour::Tone`] at output sample `s` of a stream starting at
 /// `origin_s`, with the element's window geometry (in samples).
 pub fn expected_tone(
@@ -197,14 +243,20 @@ pub fn expected_tone(
             let v = tone(freq, t);
             let k = (s / hop).min(last);
             if k > 0 && s < k * hop + overlap {
-                let (a, b) =
-                    mmaudio::window::crossfade_weights((s - k * hop) as usize, overlap as usize);
+                let (a, b) = documented_crossfade((s - k * hop) as usize, overlap as usize);
                 v * (a + b)
             } else {
                 v
             }
         })
         .collect()
+}
+
+/// The crossfade weights `(cos θ, sin θ)`, θ = π/2 · (i + ½)/n, written out from the
+/// element's documentation rather than taken from the code under test.
+pub fn documented_crossfade(i: usize, n: usize) -> (f32, f32) {
+    let theta = std::f64::consts::PI / 2.0 * (i as f64 + 0.5) / n as f64;
+    (theta.cos() as f32, theta.sin() as f32)
 }
 
 /// Read a WAV file's sample count and format (bits per sample, channels, rate).

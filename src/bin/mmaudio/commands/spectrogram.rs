@@ -20,6 +20,11 @@ use mmaudio::mel::MelConverter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Draw a PNG of a soundtrack: the video's frames (one thumbnail per --frame-interval) above
+/// the log-mel spectrogram of its audio, with a time axis in seconds, a frequency axis in Hz,
+/// a colour scale in dB (relative to the loudest value, 80 dB shown) and a title (file,
+/// --variant, --prompt). The picture covers --start .. --start + --duration, and ends where
+/// the audio ends if that comes first.
 #[derive(clap::Args, Debug)]
 pub struct SpectrogramArgs {
     /// Media file with the video and, unless --audio is given, the audio (e.g. the .mp4
@@ -43,6 +48,12 @@ pub struct SpectrogramArgs {
     /// Horizontal pixels per second.
     #[arg(long, default_value_t = 128)]
     pub px_per_second: u32,
+    /// The variant that generated the audio, for the title (e.g. small_16k).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// The prompt the audio was generated with, for the title.
+    #[arg(long)]
+    pub prompt: Option<String>,
 }
 
 /// What the decoding pipeline collects inside the span.
@@ -296,75 +307,264 @@ fn colour(t: f32) -> [u8; 3] {
     [252, 253, 191]
 }
 
-/// The picture: a strip of frame thumbnails at their times, a tick row (one tick per
-/// second), and the log-mel spectrogram (low frequencies at the bottom), 80 dB range.
-#[allow(clippy::too_many_arguments)]
-pub fn render(
-    mel: &[f32],
-    n_mels: usize,
-    n_frames: usize,
-    hop_s: f64,
-    span_s: f64,
-    frames: &[(f64, Vec<u8>)],
-    thumb: Option<(u32, u32)>,
-    px_per_second: u32,
-) -> (u32, u32, Vec<u8>) {
-    let width = ((span_s * px_per_second as f64).round() as u32).max(1);
-    let band_px = 3u32;
-    let strip_h = if frames.is_empty() { 0 } else { THUMB_H + 4 };
-    let tick_h = 6u32;
-    let spec_h = n_mels as u32 * band_px;
-    let height = strip_h + tick_h + spec_h;
-    let mut img = vec![24u8; (width * height * 3) as usize];
-    let put = |img: &mut Vec<u8>, x: u32, y: u32, c: [u8; 3]| {
-        if x < width && y < height {
-            let i = ((y * width + x) * 3) as usize;
-            img[i..i + 3].copy_from_slice(&c);
+/// What the picture is of, for its title.
+#[derive(Debug, Clone, Default)]
+pub struct Title {
+    pub file: String,
+    pub variant: Option<String>,
+    pub prompt: Option<String>,
+}
+
+/// The spectrogram to draw: log-mel values `(n_mels, n_frames)` row-major, in the log of
+/// the mel converter (`log10` for 16 kHz, `ln` for 44.1 kHz, of magnitudes).
+pub struct Spectrogram<'a> {
+    pub mel: &'a [f32],
+    pub n_mels: usize,
+    pub n_frames: usize,
+    /// Seconds between two mel frames.
+    pub hop_s: f64,
+    /// Mel scale range (Hz) of the bands.
+    pub fmin: f64,
+    pub fmax: f64,
+    /// The values are natural logs (else log10).
+    pub ln: bool,
+}
+
+/// Dynamic range shown, in dB below the loudest value.
+const RANGE_DB: f64 = 80.0;
+const GLYPH: u32 = 8;
+const BAND_PX: u32 = 3;
+const MARGIN_LEFT: u32 = 64;
+const MARGIN_RIGHT: u32 = 88;
+const MARGIN_BOTTOM: u32 = 30;
+const TITLE_H: u32 = 2 * (GLYPH + 4) + 4;
+const BACKGROUND: [u8; 3] = [24, 24, 24];
+const INK: [u8; 3] = [225, 225, 225];
+
+/// An RGB canvas with clipped drawing and 8×8 bitmap text.
+struct Canvas {
+    w: u32,
+    h: u32,
+    px: Vec<u8>,
+}
+
+impl Canvas {
+    fn new(w: u32, h: u32) -> Self {
+        Self {
+            w,
+            h,
+            px: BACKGROUND.repeat((w * h) as usize),
         }
-    };
-    if let Some((tw, th)) = thumb {
-        for (t, rgb) in frames {
-            let x0 = (t * px_per_second as f64).round() as u32;
-            for y in 0..th.min(THUMB_H) {
-                for x in 0..tw {
-                    let i = ((y * tw + x) * 3) as usize;
-                    if i + 3 <= rgb.len() {
-                        put(&mut img, x0 + x, 2 + y, [rgb[i], rgb[i + 1], rgb[i + 2]]);
+    }
+
+    fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if x >= 0 && y >= 0 && (x as u32) < self.w && (y as u32) < self.h {
+            let i = ((y as u32 * self.w + x as u32) * 3) as usize;
+            self.px[i..i + 3].copy_from_slice(&c);
+        }
+    }
+
+    fn rect(&mut self, x: i64, y: i64, w: u32, h: u32, c: [u8; 3]) {
+        for dy in 0..h as i64 {
+            for dx in 0..w as i64 {
+                self.put(x + dx, y + dy, c);
+            }
+        }
+    }
+
+    /// Text with its top-left corner at (x, y); characters outside ASCII print as `?`.
+    fn text(&mut self, x: i64, y: i64, s: &str, c: [u8; 3]) {
+        for (k, ch) in s.chars().enumerate() {
+            let code = if ch.is_ascii() && !ch.is_ascii_control() {
+                ch as usize
+            } else {
+                '?' as usize
+            };
+            let glyph = font8x8::legacy::BASIC_LEGACY[code];
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..8 {
+                    if bits >> col & 1 == 1 {
+                        self.put(x + (k as i64) * GLYPH as i64 + col, y + row as i64, c);
                     }
                 }
             }
         }
     }
-    for s in 0..=span_s.floor() as u32 {
-        let x = (s as f64 * px_per_second as f64).round() as u32;
-        for y in strip_h..strip_h + tick_h {
-            put(&mut img, x.min(width - 1), y, [220, 220, 220]);
-        }
+
+    fn text_right(&mut self, right: i64, y: i64, s: &str, c: [u8; 3]) {
+        let w = s.chars().count() as i64 * GLYPH as i64;
+        self.text(right - w, y, s, c);
     }
-    if n_frames > 0 {
-        let max = mel.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        // values are log10 (16k) or ln (44k) of magnitudes; show the top 4 decades
-        let floor = max
-            - 4.0
-                * if n_mels == 80 {
-                    1.0
-                } else {
-                    std::f32::consts::LN_10
-                };
-        for x in 0..width {
-            let t = x as f64 / px_per_second as f64;
-            let f = ((t / hop_s) as usize).min(n_frames - 1);
-            for m in 0..n_mels {
-                let v = mel[m * n_frames + f];
-                let c = colour((v - floor) / (max - floor).max(1e-6));
-                for k in 0..band_px {
-                    let y = strip_h + tick_h + (n_mels - 1 - m) as u32 * band_px + k;
-                    put(&mut img, x, y, c);
+}
+
+/// Cut `s` to `max` characters (an ellipsis marks the cut).
+fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(3)).collect();
+        t.push_str("...");
+        t
+    }
+}
+
+/// A tick step for `span` units with at most `max_ticks` ticks: 1, 2 or 5 × 10^k.
+fn tick_step(span: f64, max_ticks: f64) -> f64 {
+    let raw = (span / max_ticks).max(1e-9);
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag)
+}
+
+/// The picture: a title (file, variant, prompt), a strip of frame thumbnails at their
+/// times, and the log-mel spectrogram (low frequencies at the bottom) with a time axis in
+/// seconds, a frequency axis in Hz (at the bands' mel-scale positions) and a colour scale
+/// in dB relative to the loudest value ([`RANGE_DB`] shown). The plot spans `span_s`
+/// seconds; the caller makes that no longer than the audio.
+#[allow(clippy::too_many_arguments)]
+pub fn render(
+    spec: &Spectrogram,
+    span_s: f64,
+    frames: &[(f64, Vec<u8>)],
+    thumb: Option<(u32, u32)>,
+    px_per_second: u32,
+    title: &Title,
+) -> (u32, u32, Vec<u8>) {
+    let plot_w = ((span_s * px_per_second as f64).round() as u32).max(1);
+    // without frames, a row for the axis headings ("Hz", "dB re max") under the title
+    let strip_h = if frames.is_empty() { 14 } else { THUMB_H + 4 };
+    let spec_h = spec.n_mels as u32 * BAND_PX;
+    let width = MARGIN_LEFT + plot_w + MARGIN_RIGHT;
+    let height = TITLE_H + strip_h + spec_h + MARGIN_BOTTOM;
+    let mut cv = Canvas::new(width, height);
+    let (x0, spec_y0) = (MARGIN_LEFT as i64, (TITLE_H + strip_h) as i64);
+    let spec_y1 = spec_y0 + spec_h as i64;
+
+    // title: the file and the variant, then the prompt
+    let chars = (width / GLYPH).saturating_sub(1) as usize;
+    let mut line1 = title.file.clone();
+    if let Some(v) = &title.variant {
+        line1 += &format!(" - MMAudio {v}");
+    }
+    cv.text(4, 4, &fit(&line1, chars), INK);
+    let line2 = match &title.prompt {
+        Some(p) if !p.is_empty() => format!("prompt: \"{p}\""),
+        Some(_) => "no prompt".into(),
+        None => String::new(),
+    };
+    cv.text(4, 4 + (GLYPH + 4) as i64, &fit(&line2, chars), INK);
+
+    // thumbnails at their times, clipped to the plot
+    if let Some((tw, th)) = thumb {
+        for (t, rgb) in frames {
+            let fx = (t * px_per_second as f64).round() as i64;
+            for y in 0..th.min(THUMB_H) {
+                for x in 0..tw {
+                    let i = ((y * tw + x) * 3) as usize;
+                    if i + 3 <= rgb.len() && fx + (x as i64) < plot_w as i64 {
+                        cv.put(
+                            x0 + fx + x as i64,
+                            TITLE_H as i64 + 2 + y as i64,
+                            [rgb[i], rgb[i + 1], rgb[i + 2]],
+                        );
+                    }
                 }
             }
         }
     }
-    (width, height, img)
+
+    // the spectrogram, only where there is audio
+    let to_db = if spec.ln {
+        20.0 / std::f64::consts::LN_10
+    } else {
+        20.0
+    };
+    let max = spec.mel.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    if spec.n_frames > 0 && max.is_finite() {
+        for x in 0..plot_w {
+            let t = (x as f64 + 0.5) / px_per_second as f64;
+            let f = ((t / spec.hop_s).round() as usize).min(spec.n_frames - 1);
+            for m in 0..spec.n_mels {
+                let db = (spec.mel[m * spec.n_frames + f] as f64 - max) * to_db;
+                let c = colour((1.0 + db / RANGE_DB) as f32);
+                let y = spec_y1 - ((m as u32 + 1) * BAND_PX) as i64;
+                cv.rect(x0 + x as i64, y, 1, BAND_PX, c);
+            }
+        }
+    }
+
+    // time axis: ticks and labels in seconds
+    let step = tick_step(span_s, (plot_w as f64 / 80.0).max(1.0));
+    let mut k = 0u32;
+    loop {
+        let t = k as f64 * step;
+        if t > span_s + 1e-9 {
+            break;
+        }
+        let x = x0 + ((t * px_per_second as f64).round() as i64).min(plot_w as i64 - 1);
+        cv.rect(x, spec_y1, 1, 4, INK);
+        let label = if step >= 1.0 {
+            format!("{t:.0}")
+        } else {
+            format!("{t:.1}")
+        };
+        let lw = label.len() as i64 * GLYPH as i64;
+        cv.text((x - lw / 2).max(0), spec_y1 + 6, &label, INK);
+        k += 1;
+    }
+    cv.text_right(x0 + plot_w as i64, spec_y1 + 18, "time (s)", INK);
+
+    // frequency axis: Hz at the mel-scale position of each band
+    let (mmin, mmax) = (
+        mmaudio::mel::hz_to_mel(spec.fmin),
+        mmaudio::mel::hz_to_mel(spec.fmax),
+    );
+    // band m is centred at mel point m + 1 of n_mels + 2 equally spaced points
+    let y_of = |hz: f64| -> f64 {
+        let b =
+            (mmaudio::mel::hz_to_mel(hz) - mmin) / (mmax - mmin) * (spec.n_mels + 1) as f64 - 1.0;
+        spec_y1 as f64 - (b + 0.5) * BAND_PX as f64
+    };
+    let mut last_y = f64::INFINITY;
+    for hz in [
+        0.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 16000.0, 20000.0,
+    ] {
+        if hz < spec.fmin || hz > spec.fmax {
+            continue;
+        }
+        let y = y_of(hz).clamp(spec_y0 as f64, spec_y1 as f64 - 1.0);
+        if last_y - y < GLYPH as f64 + 2.0 {
+            continue;
+        }
+        last_y = y;
+        cv.rect(x0 - 4, y as i64, 4, 1, INK);
+        cv.text_right(x0 - 6, y as i64 - 4, &format!("{hz:.0}"), INK);
+    }
+    cv.text(4, spec_y0 - 10, "Hz", INK);
+
+    // colour scale: 0 dB (loudest) at the top, -RANGE_DB at the bottom
+    let bar_x = x0 + plot_w as i64 + 10;
+    for y in 0..spec_h {
+        let frac = 1.0 - y as f32 / (spec_h.max(2) - 1) as f32;
+        cv.rect(bar_x, spec_y0 + y as i64, 12, 1, colour(frac));
+    }
+    let mut db = 0.0;
+    while db >= -RANGE_DB {
+        let y = spec_y0 + ((-db / RANGE_DB) * (spec_h as f64 - 1.0)).round() as i64;
+        cv.rect(bar_x + 12, y, 3, 1, INK);
+        cv.text(
+            bar_x + 17,
+            (y - 4).clamp(spec_y0 - 4, spec_y1 - 4),
+            &format!("{db:.0}"),
+            INK,
+        );
+        db -= 20.0;
+    }
+    cv.text(bar_x, spec_y0 - 16, "dB re max", INK);
+    (width, height, cv.px)
 }
 
 pub fn run(a: SpectrogramArgs) -> Result<()> {
@@ -413,6 +613,10 @@ pub fn run(a: SpectrogramArgs) -> Result<()> {
     let mel = MelConverter::for_mode(mode)?;
     let p = mel.params().clone();
     let mut samples = c.samples;
+    // the picture ends where the audio does, if that is before the requested span's end
+    let audio_s = samples.len() as f64 / c.rate as f64;
+    let span_s = a.duration.min(audio_s);
+    let frames: Vec<(f64, Vec<u8>)> = c.frames.into_iter().filter(|f| f.0 < span_s).collect();
     // reflect padding needs more than `pad` samples
     if samples.len() <= p.n_fft {
         samples.resize(p.n_fft + 1, 0.0);
@@ -422,23 +626,39 @@ pub fn run(a: SpectrogramArgs) -> Result<()> {
     let spec = mel.forward(&wav)?.squeeze(0)?;
     let (n_mels, n_frames) = spec.dims2()?;
     let values: Vec<f32> = spec.flatten_all()?.to_vec1()?;
+    let title = Title {
+        file: a
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        variant: a.variant.clone(),
+        prompt: a.prompt.clone(),
+    };
     let (w, h, img) = render(
-        &values,
-        n_mels,
-        n_frames,
-        p.hop_size as f64 / p.sampling_rate,
-        a.duration,
-        &c.frames,
+        &Spectrogram {
+            mel: &values,
+            n_mels,
+            n_frames,
+            hop_s: p.hop_size as f64 / p.sampling_rate,
+            fmin: p.fmin,
+            fmax: p.fmax,
+            ln: matches!(p.log, mmaudio::mel::LogKind::Ln),
+        },
+        span_s,
+        &frames,
         c.thumb,
         a.px_per_second,
+        &title,
     );
     write_png(&a.output, w, h, &img)?;
     println!(
-        "wrote {} ({w}×{h}): {} frame(s), {:.3} s of audio at {} Hz, {n_mels} mel bands",
+        "wrote {} ({w}×{h}): {} frame(s), {span_s:.3} s of audio at {} Hz, {n_mels} mel bands \
+         (0–{:.0} Hz), {RANGE_DB:.0} dB shown",
         a.output.display(),
-        c.frames.len(),
-        n as f64 / c.rate as f64,
-        c.rate
+        frames.len(),
+        c.rate,
+        p.fmax
     );
     Ok(())
 }
@@ -468,34 +688,101 @@ mod tests {
         assert!(mid[0] > 140 && mid[0] < 222, "{mid:?}");
     }
 
+    fn spec(mel: &[f32], n_mels: usize, n_frames: usize) -> Spectrogram<'_> {
+        Spectrogram {
+            mel,
+            n_mels,
+            n_frames,
+            hop_s: 0.1,
+            fmin: 0.0,
+            fmax: 8000.0,
+            ln: false,
+        }
+    }
+
     #[test]
-    fn render_geometry_and_orientation() {
+    fn render_geometry_orientation_and_scales() {
         // 80 bands, 10 frames; energy only in the lowest band → bright pixels at the bottom
         let (n_mels, n_frames) = (80, 10);
         let mut mel = vec![-5.0f32; n_mels * n_frames];
-        mel[..n_frames].fill(0.0); // band 0
+        mel[..n_frames].fill(0.0); // band 0, 100 dB above the rest (log10 magnitudes)
         let thumb = vec![200u8; 4 * THUMB_H as usize * 3];
+        let title = Title {
+            file: "out.mp4".into(),
+            variant: Some("small_16k".into()),
+            prompt: Some("rain".into()),
+        };
         let (w, h, img) = render(
-            &mel,
-            n_mels,
-            n_frames,
-            0.1,
+            &spec(&mel, n_mels, n_frames),
             1.0,
             &[(0.0, thumb)],
             Some((4, THUMB_H)),
-            32,
+            64,
+            &title,
         );
-        assert_eq!(w, 32);
-        assert_eq!(h, THUMB_H + 4 + 6 + 80 * 3);
+        assert_eq!(w, MARGIN_LEFT + 64 + MARGIN_RIGHT);
+        assert_eq!(h, TITLE_H + THUMB_H + 4 + 80 * BAND_PX + MARGIN_BOTTOM);
         assert_eq!(img.len(), (w * h * 3) as usize);
         let px = |x: u32, y: u32| {
             let i = ((y * w + x) * 3) as usize;
             [img[i], img[i + 1], img[i + 2]]
         };
-        assert_eq!(px(1, 2), [200, 200, 200], "thumbnail drawn at t=0");
-        assert_eq!(px(10, 2), [24, 24, 24], "background after the thumbnail");
-        assert_eq!(px(5, h - 1), colour(1.0), "loudest band at the bottom");
-        assert_eq!(px(5, h - 3 * 80), colour(0.0), "silent band above");
+        let (x0, strip) = (MARGIN_LEFT, TITLE_H);
+        let (spec_top, spec_bottom) = (strip + THUMB_H + 4, strip + THUMB_H + 4 + 80 * BAND_PX);
+        assert_eq!(px(x0 + 1, strip + 2), [200, 200, 200], "thumbnail at t=0");
+        assert_eq!(
+            px(x0 + 10, strip + 2),
+            BACKGROUND,
+            "nothing after the thumbnail"
+        );
+        assert_eq!(
+            px(x0 + 5, spec_bottom - 1),
+            colour(1.0),
+            "loudest band at the bottom"
+        );
+        // 100 dB below the peak is past the 80 dB shown: the bottom of the scale
+        assert_eq!(px(x0 + 5, spec_top), colour(0.0), "quiet bands above");
+        // the colour bar runs from the loudest colour at the top to the quietest
+        let bar = x0 + 64 + 10 + 5;
+        assert_eq!(px(bar, spec_top), colour(1.0));
+        assert_eq!(px(bar, spec_bottom - 1), colour(0.0));
+        // text was drawn in the title, the axes and the scale (ink pixels)
+        let ink = |x0: u32, y0: u32, x1: u32, y1: u32| {
+            (y0..y1).any(|y| (x0..x1).any(|x| px(x, y) == INK))
+        };
+        assert!(ink(4, 4, w, 12), "title line 1");
+        assert!(ink(4, 16, w, 24), "title line 2");
+        assert!(ink(0, spec_top, x0 - 4, spec_bottom), "frequency labels");
+        assert!(
+            ink(x0, spec_bottom + 6, x0 + 64, spec_bottom + 14),
+            "time labels"
+        );
+        assert!(ink(bar + 12, spec_top, w, spec_bottom), "dB labels");
+        // nothing drawn right of the plot except the scale: the audio ends at 1.0 s
+        for y in spec_top..spec_bottom {
+            for x in x0 + 64..x0 + 64 + 10 {
+                assert_eq!(px(x, y), BACKGROUND, "({x}, {y}) past the end of the audio");
+            }
+        }
+    }
+
+    #[test]
+    fn ticks_and_text_helpers() {
+        assert_eq!(tick_step(8.0, 10.0), 1.0);
+        assert_eq!(tick_step(60.0, 10.0), 10.0);
+        assert_eq!(tick_step(1.0, 10.0), 0.1);
+        assert_eq!(tick_step(30.0, 8.0), 5.0);
+        assert_eq!(fit("abcdef", 10), "abcdef");
+        assert_eq!(fit("abcdefghijkl", 8), "abcde...");
+        // "1" in the 8x8 font has ink; a space has none
+        let mut c = Canvas::new(16, 8);
+        c.text(0, 0, "1 ", INK);
+        assert!(c.px[..8 * 3 * 8].chunks(3).any(|p| p == INK));
+        let right: Vec<_> = (0..8)
+            .flat_map(|y| (8..16).map(move |x| (x, y)))
+            .map(|(x, y)| &c.px[((y * 16 + x) * 3) as usize..((y * 16 + x) * 3 + 3) as usize])
+            .collect();
+        assert!(right.iter().all(|p| *p == BACKGROUND));
     }
 
     #[test]

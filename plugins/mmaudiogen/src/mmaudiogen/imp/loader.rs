@@ -39,20 +39,15 @@ pub(super) fn load_generator(
         return factory(options).map_err(LoadError::from);
     }
     let dir = &options.model_dir;
-    if dir.as_os_str().is_empty() {
-        return Err(LoadError {
-            domain: gst::ResourceError::Settings,
-            message: "No model directory: set the model-dir property to the folder holding \
-                      the MMAudio weight files"
-                .into(),
-        });
-    }
+    let hint = "set the model-dir property (or the MMAUDIO_MODEL_DIR environment variable) \
+                to the folder holding the MMAudio weights, e.g. one made by `mmaudio \
+                fetch-weights --variant small_16k --dir models`";
     match std::fs::metadata(dir) {
         Err(err) => {
             return Err(LoadError {
                 domain: gst::ResourceError::NotFound,
                 message: format!(
-                    "Model directory {} does not exist or cannot be read: {err}",
+                    "Model directory {} does not exist or cannot be read ({err}): {hint}",
                     dir.display()
                 ),
             });
@@ -60,12 +55,40 @@ pub(super) fn load_generator(
         Ok(meta) if !meta.is_dir() => {
             return Err(LoadError {
                 domain: gst::ResourceError::NotFound,
-                message: format!("Model directory {} is not a directory", dir.display()),
+                message: format!(
+                    "Model directory {} is not a directory: {hint}",
+                    dir.display()
+                ),
             });
         }
         Ok(_) => {}
     }
     mmaudio::model::load_generator(options).map_err(LoadError::from)
+}
+
+/// The requested variant for messages (`auto` when the folder decides).
+fn variant_name(options: &LoadOptions) -> String {
+    options
+        .variant
+        .map_or_else(|| "auto".into(), |v| v.to_string())
+}
+
+/// The `mmaudiogen-model` element message: what was loaded (see the module documentation).
+fn model_structure(info: &mmaudio::generator::ModelInfo, elapsed: Duration) -> gst::Structure {
+    gst::Structure::builder("mmaudiogen-model")
+        .field("name", &info.name)
+        .field(
+            "variant",
+            info.variant.map_or_else(String::new, |v| v.to_string()),
+        )
+        .field("rate", info.sample_rate)
+        .field("device", info.device.clone().unwrap_or_default())
+        .field("precision", info.precision.clone().unwrap_or_default())
+        .field(
+            "load-time",
+            gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64),
+        )
+        .build()
 }
 
 impl MMAudioGen {
@@ -95,9 +118,11 @@ impl MMAudioGen {
             shared.load_id
         };
         let what = format!(
-            "MMAudio {} from {}",
-            options.variant,
-            options.model_dir.display()
+            "MMAudio {} from {} (device {}, precision {})",
+            variant_name(&options),
+            options.model_dir.display(),
+            options.device,
+            options.precision
         );
         gst::info!(CAT, imp = self, "Loading {what}");
         let _ = self.obj().post_message(
@@ -127,8 +152,7 @@ impl MMAudioGen {
                     })
                 });
                 if let Some(obj) = weak.upgrade() {
-                    obj.imp()
-                        .finish_loading(id, key, result, what, started.elapsed());
+                    obj.imp().finish_loading(id, key, result, started.elapsed());
                 }
             });
         if let Err(err) = spawned {
@@ -140,7 +164,7 @@ impl MMAudioGen {
                 domain: gst::ResourceError::Failed,
                 message: format!("Cannot start the model loading thread: {err}"),
             };
-            self.finish_loading(id, key, Err(error), String::new(), Duration::ZERO);
+            self.finish_loading(id, key, Err(error), Duration::ZERO);
         }
     }
 
@@ -149,7 +173,6 @@ impl MMAudioGen {
         id: u64,
         key: ModelKey,
         result: Result<Box<dyn AudioGenerator>, LoadError>,
-        what: String,
         elapsed: Duration,
     ) {
         let mut shared = lock(&self.shared);
@@ -159,35 +182,51 @@ impl MMAudioGen {
         }
         match result {
             Ok(generator) => {
-                let rate = generator.sample_rate();
-                let prepared = generator.wants_prepared_frames();
+                let info = generator.describe();
+                let dir = key.options.model_dir.display().to_string();
+                let traits = GeneratorInfo {
+                    rate: generator.sample_rate(),
+                    prepared: generator.wants_prepared_frames(),
+                    picks: generator.picks_frames(),
+                    period: generator.latent_period(),
+                };
                 shared.model = Model::Ready {
                     key,
                     generator: Arc::new(Mutex::new(generator)),
-                    rate,
-                    prepared,
+                    traits,
                 };
                 self.cond.notify_all();
                 drop(shared);
-                gst::info!(CAT, imp = self, "Loaded {what} in {elapsed:?} ({rate} Hz)");
-                let _ = self.obj().post_message(
-                    gst::message::Progress::builder(
-                        gst::ProgressType::Complete,
-                        "load",
-                        &format!("Loaded {what} in {:.1} s", elapsed.as_secs_f64()),
-                    )
-                    .src(&*self.obj())
-                    .build(),
+                // The rate and latent period are known now (an `auto` variant guessed them).
+                self.post_latency_if_changed();
+                let text = format!("Loaded {info} from {dir} in {:.1} s", elapsed.as_secs_f64());
+                gst::info!(CAT, imp = self, "{text}");
+                let obj = self.obj();
+                let _ = obj.post_message(
+                    gst::message::Progress::builder(gst::ProgressType::Complete, "load", &text)
+                        .src(&*obj)
+                        .build(),
+                );
+                // without debug text, which gst-launch-1.0 would print (with the source
+                // location) after the PROGRESS line that already says this
+                let _ = obj.post_message(
+                    gst::message::Info::builder(gst::CoreError::Failed, &text)
+                        .src(&*obj)
+                        .build(),
+                );
+                let _ = obj.post_message(
+                    gst::message::Element::builder(model_structure(&info, elapsed))
+                        .src(&*obj)
+                        .build(),
                 );
             }
             Err(err) => {
-                let options = key.options;
-                shared.model = Model::Failed;
-                if !shared.flushing {
-                    shared.flow = Err(gst::FlowError::Error);
-                }
-                self.cond.notify_all();
+                // The ERROR goes on the bus before anything can see the failure: a chain
+                // waiting for the model returns a flow error as soon as the model is marked
+                // failed, and upstream then posts its generic "Internal data stream error",
+                // which must come second.
                 drop(shared);
+                let options = &key.options;
                 let _ = self.obj().post_message(
                     gst::message::Progress::builder(gst::ProgressType::Error, "load", &err.message)
                         .src(&*self.obj())
@@ -200,11 +239,20 @@ impl MMAudioGen {
                     [
                         "model-dir={}, variant={}, device={}, precision={}",
                         options.model_dir.display(),
-                        options.variant,
+                        variant_name(options),
                         options.device,
                         options.precision
                     ]
                 );
+                let mut shared = lock(&self.shared);
+                if shared.load_id != id {
+                    return;
+                }
+                shared.model = Model::Failed;
+                if !shared.flushing {
+                    shared.flow = Err(gst::FlowError::Error);
+                }
+                self.cond.notify_all();
             }
         }
     }

@@ -10,6 +10,17 @@ pub(super) const DEFAULT_WINDOW_MS: u32 = 8000;
 pub(super) const DEFAULT_OVERLAP_MS: u32 = 1000;
 pub(super) const DEFAULT_MAX_IN_FLIGHT: u32 = 2;
 pub(super) const DEFAULT_PROCESSING_LATENCY_MS: u32 = 2000;
+pub(super) const DEFAULT_HOP_MS: u32 = 1000;
+
+/// The folder used when `model-dir` is not set: `$MMAUDIO_MODEL_DIR`, else `models` in the
+/// current directory (where `scripts/quickstart.sh` and `mmaudio fetch-weights --dir models`
+/// put the weights; the same default as `mmaudio generate`), so that
+/// `... ! decodebin ! mmaudiogen ! ...` works as typed.
+pub(super) fn default_model_dir() -> PathBuf {
+    std::env::var_os("MMAUDIO_MODEL_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("models"), PathBuf::from)
+}
 
 /// The properties.
 #[derive(Debug, Clone)]
@@ -29,6 +40,8 @@ pub(super) struct Settings {
     pub(super) overlap_ms: u32,
     pub(super) max_in_flight: u32,
     pub(super) processing_latency_ms: u32,
+    pub(super) mode: GenerationMode,
+    pub(super) hop_ms: u32,
 }
 
 impl Default for Settings {
@@ -49,6 +62,8 @@ impl Default for Settings {
             overlap_ms: DEFAULT_OVERLAP_MS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             processing_latency_ms: DEFAULT_PROCESSING_LATENCY_MS,
+            mode: GenerationMode::default(),
+            hop_ms: DEFAULT_HOP_MS,
         }
     }
 }
@@ -67,8 +82,11 @@ impl Settings {
 
     pub(super) fn load_options(&self) -> LoadOptions {
         LoadOptions {
-            model_dir: PathBuf::from(self.model_dir.clone().unwrap_or_default()),
-            variant: self.variant.into(),
+            model_dir: match self.model_dir.as_deref() {
+                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+                _ => default_model_dir(),
+            },
+            variant: self.variant.requested(),
             device: self.device.clone(),
             precision: self.precision.as_str().into(),
         }
@@ -78,8 +96,29 @@ impl Settings {
         gst::ClockTime::from_mseconds(self.window_ms as u64)
     }
 
+    /// Time between window starts of `windows` mode.
     pub(super) fn hop(&self) -> gst::ClockTime {
         gst::ClockTime::from_mseconds(self.window_ms.saturating_sub(self.overlap_ms) as u64)
+    }
+
+    /// The window geometry of the current `mode` at `rate` with `period` samples per
+    /// latent (errors name the offending property and its allowed range).
+    // `mmaudio::Error` is large (it carries paths and shapes); it is the engine's type.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn engine(&self, rate: u32, period: u32) -> Result<EngineConfig, mmaudio::Error> {
+        Ok(match self.mode {
+            GenerationMode::Windows => {
+                WindowConfig::from_millis(rate, self.window_ms as u64, self.overlap_ms as u64)?
+                    .into()
+            }
+            GenerationMode::Continuation => ContinuationConfig::from_millis(
+                rate,
+                period,
+                self.window_ms as u64,
+                self.hop_ms as u64,
+            )?
+            .into(),
+        })
     }
 
     pub(super) fn processing_latency(&self) -> gst::ClockTime {
@@ -95,13 +134,20 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .nick("Model directory")
             .blurb(
                 "Folder with the MMAudio weight files (flow network, VAE, vocoder, \
-                 CLIP, Synchformer). Loaded at READY→PAUSED",
+                 CLIP, Synchformer), loaded at READY→PAUSED. Unset: $MMAUDIO_MODEL_DIR, \
+                 else ./models",
             )
             .mutable_ready()
             .build(),
         glib::ParamSpecEnum::builder_with_default("variant", d.variant)
             .nick("Variant")
-            .blurb("MMAudio checkpoint: small-16k outputs 16000 Hz, the others 44100 Hz")
+            .blurb(
+                "MMAudio checkpoint: auto = the one the model-dir holds (its mmaudio.json, \
+                 else the only flow network there, else large-44k-v2); small-16k outputs \
+                 16000 Hz, small-44k, medium-44k, large-44k and large-44k-v2 (the official \
+                 default) 44100 Hz. Official spellings (small_16k) work too. A variant that \
+                 contradicts the folder's mmaudio.json is refused",
+            )
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("device")
@@ -191,7 +237,8 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .nick("Window duration")
             .blurb(
                 "Length of one generation window in milliseconds (MMAudio is trained \
-                 on 8000; at least 640). Counts towards latency",
+                 on 8000; at least 640): the video context of every window. Counts \
+                 towards latency in windows mode",
             )
             .minimum(640)
             .maximum(60_000)
@@ -201,8 +248,9 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("overlap")
             .nick("Overlap")
             .blurb(
-                "Crossfade between consecutive windows in milliseconds, at most half \
-                 the window-duration; windows start every window-duration - overlap",
+                "windows mode: crossfade between consecutive windows in milliseconds, at \
+                 most half the window-duration; windows start every window-duration - \
+                 overlap",
             )
             .maximum(30_000)
             .default_value(d.overlap_ms)
@@ -211,8 +259,8 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("max-in-flight")
             .nick("Maximum windows in flight")
             .blurb(
-                "Maximum number of windows queued or being generated; beyond it the \
-                 streaming thread blocks (backpressure). Bounds memory",
+                "Maximum number of windows queued, being generated or waiting to be \
+                 pushed; beyond it the streaming thread blocks (backpressure). Bounds memory",
             )
             .minimum(1)
             .maximum(64)
@@ -229,11 +277,39 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(d.processing_latency_ms)
             .mutable_playing()
             .build(),
+        glib::ParamSpecEnum::builder_with_default("mode", d.mode)
+            .nick("Mode")
+            .blurb(
+                "windows: independent windows of window-duration every window-duration - \
+                 overlap, crossfaded (latency about one window). continuation: near-live; \
+                 each window ends at the newest frame and sees window-duration of video, \
+                 only its last hop is new audio, the rest is held from earlier windows \
+                 (latency about hop + processing; every hop costs one window of \
+                 generation)",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("hop")
+            .nick("Hop")
+            .blurb(
+                "continuation mode: new audio per window in milliseconds, rounded to whole \
+                 latents of the model (32 ms at 16 kHz, 23.2 ms at 44.1 kHz: 1000 gives \
+                 992 at 16 kHz); allowed from 250 to half the window-duration. Counts \
+                 towards latency (with 192 ms at 16 kHz, 139 ms at 44.1 kHz held back \
+                 for the crossfade)",
+            )
+            .maximum(30_000)
+            .default_value(d.hop_ms)
+            .mutable_ready()
+            .build(),
     ]
 }
 
 impl MMAudioGen {
     pub(super) fn set_setting(&self, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if !self.setting_may_change(pspec) {
+            return;
+        }
         let mut settings = lock(&self.settings);
         let mut latency_changed = false;
         match pspec.name() {
@@ -287,12 +363,57 @@ impl MMAudioGen {
                 settings.processing_latency_ms = value.get().expect("type checked");
                 latency_changed = true;
             }
+            "mode" => {
+                settings.mode = value.get().expect("type checked");
+                latency_changed = true;
+            }
+            "hop" => {
+                settings.hop_ms = value.get().expect("type checked");
+                latency_changed = true;
+            }
             other => unreachable!("unknown property {other}"),
         }
         drop(settings);
         if latency_changed {
             self.post_latency_if_changed();
         }
+    }
+
+    /// Properties flagged changeable only in NULL/READY (the model and the window
+    /// geometry, read at READY→PAUSED) are refused from READY→PAUSED on, with a WARNING:
+    /// accepting them would report a latency the stream does not have.
+    fn setting_may_change(&self, pspec: &glib::ParamSpec) -> bool {
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING)
+            || !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
+        {
+            return true;
+        }
+        let obj = self.obj();
+        let (current, pending) = (obj.current_state(), obj.pending_state());
+        if current <= gst::State::Ready && pending <= gst::State::Ready {
+            return true;
+        }
+        let state = if pending > current { pending } else { current };
+        gst::warning!(
+            CAT,
+            imp = self,
+            "Refusing to change {} in {state:?}",
+            pspec.name()
+        );
+        gst::element_imp_warning!(
+            self,
+            gst::LibraryError::Settings,
+            (
+                "Property {} can only be changed in the NULL or READY state; the change is \
+                 ignored",
+                pspec.name()
+            ),
+            [
+                "The element is {state:?}. Set the pipeline to READY, change the property, \
+                 then play again."
+            ]
+        );
+        false
     }
 
     pub(super) fn setting(&self, pspec: &glib::ParamSpec) -> glib::Value {
@@ -313,6 +434,8 @@ impl MMAudioGen {
             "overlap" => settings.overlap_ms.to_value(),
             "max-in-flight" => settings.max_in_flight.to_value(),
             "processing-latency" => settings.processing_latency_ms.to_value(),
+            "mode" => settings.mode.to_value(),
+            "hop" => settings.hop_ms.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }

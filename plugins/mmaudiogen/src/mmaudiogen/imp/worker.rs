@@ -1,76 +1,135 @@
-//! The worker (the source pad's task): generates queued windows, crossfades them and
-//! pushes audio and events downstream in stream order.
+//! The generator thread: takes the jobs the streaming thread queued, generates and
+//! crossfades the windows, and hands audio and events to the source pad task (push.rs) in
+//! stream order. Generation runs on its own thread so that a downstream sink that blocks
+//! (a synchronised sink waiting for its clock, an audio device draining its ring buffer)
+//! never delays the next window.
 
 use super::*;
 
 impl MMAudioGen {
-    pub(super) fn start_task(&self) -> Result<(), glib::BoolError> {
-        let weak = self.downgrade();
-        self.srcpad.start_task(move || {
-            if let Some(imp) = weak.upgrade() {
-                imp.src_loop();
-            }
-        })
+    /// Start the generator thread (source pad activation).
+    pub(super) fn start_generator(&self) -> Result<(), std::io::Error> {
+        let mut thread = lock(&self.generator_thread);
+        if thread.is_some() {
+            return Ok(());
+        }
+        lock(&self.shared).quit = false;
+        // The thread holds the element until `stop_generator` (pad deactivation) joins it.
+        let obj = self.obj().clone();
+        *thread = Some(
+            std::thread::Builder::new()
+                .name("mmaudiogen-gen".into())
+                .spawn(move || obj.imp().generator_loop())?,
+        );
+        Ok(())
     }
 
-    pub(super) fn src_loop(&self) {
-        let job = {
-            let mut shared = lock(&self.shared);
-            loop {
-                if shared.flushing {
-                    drop(shared);
-                    let _ = self.srcpad.pause_task();
-                    return;
-                }
-                if let Some(job) = shared.jobs.pop_front() {
-                    break job;
-                }
-                shared = self
-                    .cond
-                    .wait(shared)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
+    /// End the generator thread (source pad deactivation; flushing is set, so a running
+    /// window is cancelled).
+    pub(super) fn stop_generator(&self) {
+        let Some(thread) = lock(&self.generator_thread).take() else {
+            return;
         };
-        let is_window = matches!(job, Job::Window { .. });
-        let res = self.process(job);
+        {
+            let mut shared = lock(&self.shared);
+            shared.quit = true;
+            self.cond.notify_all();
+        }
+        if thread.join().is_err() {
+            gst::error!(CAT, imp = self, "The generator thread panicked");
+        }
+    }
+
+    /// Wait until the generator thread is between jobs (flushing is set, so a running window
+    /// is cancelled): nothing it produces afterwards belongs to the flushed stream.
+    pub(super) fn wait_generator_idle(&self) {
         let mut shared = lock(&self.shared);
-        if is_window {
-            shared.windows = shared.windows.saturating_sub(1);
+        while shared.generating {
+            shared = self
+                .cond
+                .wait(shared)
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        self.cond.notify_all();
-        if let Err(err) = res {
-            gst::debug!(CAT, imp = self, "Pausing task: {err:?}");
-            if !shared.flushing {
-                shared.flow = Err(err);
+    }
+
+    fn generator_loop(&self) {
+        loop {
+            let job = {
+                let mut shared = lock(&self.shared);
+                loop {
+                    if shared.quit {
+                        return;
+                    }
+                    // After an error (posted already) nothing more is generated until a
+                    // flush or a state change resets the flow.
+                    let stopped = matches!(shared.flow, Err(e) if e != gst::FlowError::Eos);
+                    if !shared.flushing
+                        && !stopped
+                        && let Some(job) = shared.jobs.pop_front()
+                    {
+                        shared.generating = true;
+                        if let Job::Window { span, .. } = &job {
+                            // `stop-after-window` ends the stream after this one.
+                            shared.current = Some(*span);
+                        }
+                        break job;
+                    }
+                    shared = self
+                        .cond
+                        .wait(shared)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            let res = self.process(job);
+            let mut shared = lock(&self.shared);
+            shared.generating = false;
+            shared.current = None;
+            if let Err(err) = res {
+                gst::debug!(CAT, imp = self, "Generator stopped: {err:?}");
+                if !shared.flushing {
+                    shared.flow = Err(err);
+                }
             }
-            drop(shared);
-            let _ = self.srcpad.pause_task();
+            self.cond.notify_all();
         }
+    }
+
+    /// Hand an item to the source pad task (dropped while flushing: it is stale).
+    pub(super) fn emit(&self, item: Out) -> Result<(), gst::FlowError> {
+        let mut shared = lock(&self.shared);
+        if shared.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+        shared.out.push_back(item);
+        self.cond.notify_all();
+        Ok(())
     }
 
     pub(super) fn process(&self, job: Job) -> Result<gst::FlowSuccess, gst::FlowError> {
         match job {
             Job::Event(event) => {
-                if event.type_() != gst::EventType::StreamStart {
-                    self.ensure_caps()?;
+                // An event between two streams: they are not one stream with a hole.
+                lock(&self.output).hole_from = None;
+                if let gst::EventView::Segment(s) = event.view()
+                    && let Ok(segment) = s.segment().clone().downcast::<gst::ClockTime>()
+                {
+                    lock(&self.output).segment = Some(segment);
                 }
-                let eos = event.type_() == gst::EventType::Eos;
-                if !self.srcpad.push_event(event) {
-                    gst::debug!(CAT, imp = self, "Downstream refused an event");
-                }
-                if eos {
-                    let mut shared = lock(&self.shared);
-                    if !shared.flushing {
-                        shared.flow = Err(gst::FlowError::Eos);
-                    }
-                }
+                self.emit(Out::Event(event))?;
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Job::Preroll(pts) => {
+                // After a timestamp jump the hole's GAP comes before the new stream's.
+                self.cover_hole(pts.nseconds())?;
+                self.emit(Out::Preroll(pts))?;
                 Ok(gst::FlowSuccess::Ok)
             }
             Job::Window { request, span, cfg } => self.generate_window(request, span, cfg),
+            Job::Finish => self.finish_stream(),
             Job::End { total } => {
-                let rate = self.ensure_caps()?;
                 let res = {
                     let mut output = lock(&self.output);
+                    output.held = None;
                     match output.assembler.as_mut() {
                         Some(a) => a.finish(total).map(Some),
                         None if total == 0 => Ok(None),
@@ -79,21 +138,25 @@ impl MMAudioGen {
                         ))),
                     }
                 };
-                let res = match res {
-                    Ok(Some(chunk)) => self.push_chunk(chunk, rate),
-                    Ok(None) => Ok(gst::FlowSuccess::Ok),
+                match res {
+                    Ok(Some(chunk)) => {
+                        // Where this stream's audio ends: a next stream after a timestamp
+                        // jump starts with a GAP from there (`cover_hole`).
+                        let (_, info) = self.wait_for_model()?;
+                        lock(&self.output).hole_from = Some(chunk.time_range(info.rate).1);
+                        self.emit(Out::Chunk(chunk, ChunkKind::End))?
+                    }
+                    Ok(None) => {}
                     Err(err) => {
                         gst::element_imp_error!(
                             self,
                             gst::StreamError::Failed,
-                            ["Window bookkeeping failed: {err}"]
+                            ("Window bookkeeping failed: {err}")
                         );
-                        Err(gst::FlowError::Error)
+                        return Err(gst::FlowError::Error);
                     }
-                };
-                // A new stream (after a drain) starts at a new timestamp.
-                lock(&self.output).discont = true;
-                res
+                }
+                Ok(gst::FlowSuccess::Ok)
             }
         }
     }
@@ -103,38 +166,174 @@ impl MMAudioGen {
         if let Some(rate) = lock(&self.output).rate {
             return Ok(rate);
         }
-        let (_, rate, _) = self.wait_for_model()?;
-        let caps = gst_audio::AudioCapsBuilder::new_interleaved()
-            .format(gst_audio::AUDIO_FORMAT_F32)
-            .rate(rate as i32)
-            .channels(1)
-            .build();
+        let (_, traits) = self.wait_for_model()?;
+        let rate = traits.rate;
+        let caps = audio_caps(rate);
         gst::debug!(CAT, imp = self, "Output caps {caps}");
         if !self.srcpad.push_event(gst::event::Caps::new(&caps)) {
             if self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING) {
                 return Err(gst::FlowError::Flushing);
             }
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ["Downstream does not accept {caps}"]
-            );
-            return Err(gst::FlowError::NotNegotiated);
+            return self.downstream_flow(Err(gst::FlowError::NotNegotiated), &caps);
         }
         lock(&self.output).rate = Some(rate);
         Ok(rate)
     }
 
-    // `mmaudio::Error` is large (it carries paths and shapes); it is the generator's type.
-    #[allow(clippy::result_large_err)]
+    /// A flow return of downstream on the source pad. A fatal one (not-negotiated,
+    /// not-linked, error) is posted as an ERROR of this element that says why, before the
+    /// task pauses: the streaming thread may already have seen EOS, so nobody else would.
+    pub(super) fn downstream_flow<T>(
+        &self,
+        res: Result<T, gst::FlowError>,
+        caps: &gst::Caps,
+    ) -> Result<T, gst::FlowError> {
+        let err = match res {
+            Ok(v) => return Ok(v),
+            Err(err) => err,
+        };
+        if matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos)
+            || lock(&self.shared).flushing
+        {
+            return Err(err);
+        }
+        let described = caps
+            .structure(0)
+            .map(|s| {
+                let rate = s.get::<i32>("rate").unwrap_or_default();
+                format!("audio/x-raw rate={rate} (mono F32)")
+            })
+            .unwrap_or_else(|| caps.to_string());
+        match err {
+            gst::FlowError::NotNegotiated => {
+                let accepted = self
+                    .srcpad
+                    .peer_query_caps(None)
+                    .to_string()
+                    .replace("audio/x-raw, ", "");
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("Downstream refused {described}: add audioconvert ! \
+                         audioresample after mmaudiogen"),
+                    ["offered {caps}; downstream accepts {accepted}"]
+                );
+            }
+            gst::FlowError::NotLinked => {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Pad,
+                    ("The src pad is not linked: nothing takes the generated audio"),
+                    ["pushing {described} returned not-linked"]
+                );
+            }
+            other => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    (
+                        "Downstream stopped taking the generated audio ({})",
+                        flow_name(other)
+                    ),
+                    ["pushing {described} returned {other:?}"]
+                );
+            }
+        }
+        Err(err)
+    }
+
     pub(super) fn generate_window(
         &self,
         request: WindowRequest,
         span: WindowSpan,
-        cfg: WindowConfig,
+        cfg: EngineConfig,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let rate = self.ensure_caps()?;
-        let (generator, _, _) = self.wait_for_model()?;
+        let (generator, info) = self.wait_for_model()?;
+        let rate = info.rate;
+        let mut request = request;
+        if span.index == 0 {
+            // A new stream: nothing carried from the previous one (latents, caches).
+            lock(&generator).reset();
+            lock(&self.output).continuity_lost = false;
+        }
+        // Continuation: a window skipped by QoS left no latents for the next one to hold,
+        // so the window after it starts afresh (nothing known) and is crossfaded against
+        // the skipped window's silence; the chain resumes from its latents.
+        if let Some(c) = request.continuation.as_mut()
+            && c.known > 0
+            && lock(&self.output).continuity_lost
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Window {}: the window before it was skipped, nothing known",
+                request.index
+            );
+            c.known = 0;
+        }
+        // Live QoS: a window whose audio can no longer be on time is not generated.
+        let gate = self.qos_gate(&span, rate);
+        let generated = match &gate {
+            Some(gate) if !gate.generate => None,
+            _ => self.run_generator(&generator, &request, gate.as_ref())?,
+        };
+        let skipped = generated.is_none();
+        lock(&self.output).continuity_lost = skipped;
+        let (audio, elapsed) = match generated {
+            Some((audio, elapsed)) => {
+                self.check_budget(request.index, elapsed);
+                (audio, elapsed)
+            }
+            None => {
+                let gate = gate.expect("only a QoS gate skips");
+                self.window_skipped(&span, &gate);
+                (vec![0.0; span.generated as usize], Duration::ZERO)
+            }
+        };
+        self.post_window_message(&request, &span, rate, elapsed, skipped);
+
+        let res = {
+            let mut output = lock(&self.output);
+            if span.index == 0 || output.assembler.is_none() {
+                output.assembler = Some(Assembler::new(cfg));
+            }
+            let res = output
+                .assembler
+                .as_mut()
+                .expect("set above")
+                .push(&span, audio);
+            output.held = (res.is_ok() && !span.last).then_some(span);
+            res
+        };
+        match res {
+            Ok(chunk) => {
+                if span.index == 0 {
+                    self.cover_hole(span.origin)?;
+                }
+                self.emit(Out::Chunk(chunk, ChunkKind::Window))?;
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Window {}: {err}", request.index)
+                );
+                Err(gst::FlowError::Error)
+            }
+        }
+    }
+
+    /// Run the generator on one window: its audio and the wall time it took, or `None` when
+    /// the QoS deadline passed during the generation (it was cancelled for it).
+    // `mmaudio::Error` is large (it carries paths and shapes); it is the generator's type.
+    #[allow(clippy::result_large_err)]
+    fn run_generator(
+        &self,
+        generator: &SharedGenerator,
+        request: &WindowRequest,
+        gate: Option<&qos::Gate>,
+    ) -> Result<Option<(Vec<f32>, Duration)>, gst::FlowError> {
         gst::debug!(
             CAT,
             imp = self,
@@ -145,14 +344,36 @@ impl MMAudioGen {
             request.frames.len(),
             request.params.prompt
         );
+        let deadline = gate.and_then(|gate| self.arm_deadline(gate));
         let started = Instant::now();
+        let cancel = self.progress_cancel(request.index, request.params.num_steps);
         let res = panic::catch_unwind(AssertUnwindSafe(|| {
-            lock(&generator).generate(&request, &self.cancel)
+            let mut generator = lock(generator);
+            let audio = generator.generate(request, &cancel);
+            if let Some(c) = generator.cache_stats() {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Feature caches: CLIP {} hits / {} misses ({:.0} %), Synchformer {} / {} \
+                     ({:.0} %)",
+                    c.clip_hits,
+                    c.clip_misses,
+                    100.0 * c.clip_hit_rate().unwrap_or(0.0),
+                    c.sync_hits,
+                    c.sync_misses,
+                    100.0 * c.sync_hit_rate().unwrap_or(0.0)
+                );
+            }
+            audio
         }));
         let elapsed = started.elapsed();
+        let missed = deadline.is_some_and(|d| self.disarm_deadline(d));
         if self.cancel.is_cancelled() {
             // Flushing: whatever came back is stale.
             return Err(gst::FlowError::Flushing);
+        }
+        if missed {
+            return Ok(None);
         }
         let audio = match res {
             Ok(Ok(audio)) => audio,
@@ -161,7 +382,7 @@ impl MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
-                    ["Generating window {} failed: {err}", request.index]
+                    ("Generating window {} failed: {err}", request.index)
                 );
                 return Err(gst::FlowError::Error);
             }
@@ -169,11 +390,11 @@ impl MMAudioGen {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
-                    [
+                    (
                         "The generator panicked on window {}: {}",
                         request.index,
                         panic_message(panic.as_ref())
-                    ]
+                    )
                 );
                 return Err(gst::FlowError::Error);
             }
@@ -184,31 +405,33 @@ impl MMAudioGen {
             "Window {} generated in {elapsed:?}",
             request.index
         );
-        self.check_budget(request.index, elapsed);
-        self.post_window_message(&request, &span, rate, elapsed);
-
-        let res = {
-            let mut output = lock(&self.output);
-            if span.index == 0 || output.assembler.is_none() {
-                output.assembler = Some(Assembler::new(cfg));
-            }
-            output
-                .assembler
-                .as_mut()
-                .expect("set above")
-                .push(&span, audio)
-        };
-        match res {
-            Ok(chunk) => self.push_chunk(chunk, rate),
-            Err(err) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ["Window {}: {err}", request.index]
-                );
-                Err(gst::FlowError::Error)
-            }
+        if let Some(gate) = gate {
+            self.qos_generated(gate);
         }
+        Ok(Some((audio, elapsed)))
+    }
+
+    /// A stream that starts after a timestamp jump (the previous one ended with no event
+    /// in between): a GAP covers the hole, so downstream knows nothing is missing.
+    fn cover_hole(&self, origin: u64) -> Result<(), gst::FlowError> {
+        let Some(from) = lock(&self.output).hole_from.take() else {
+            return Ok(());
+        };
+        if origin <= from {
+            return Ok(());
+        }
+        let (start, duration) = (
+            gst::ClockTime::from_nseconds(from),
+            gst::ClockTime::from_nseconds(origin - from),
+        );
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Timestamp jump: GAP at {start} for {duration} before the new stream"
+        );
+        self.emit(Out::Event(
+            gst::event::Gap::builder(start).duration(duration).build(),
+        ))
     }
 
     /// The `mmaudiogen-window` element message (see the module documentation).
@@ -218,7 +441,9 @@ impl MMAudioGen {
         span: &WindowSpan,
         rate: u32,
         elapsed: Duration,
+        skipped: bool,
     ) {
+        let windows_skipped = lock(&self.output).qos.skipped;
         let structure = gst::Structure::builder("mmaudiogen-window")
             .field("index", span.index)
             .field(
@@ -232,10 +457,21 @@ impl MMAudioGen {
             .field("samples", span.len)
             .field("frames", request.frames.len() as u32)
             .field(
+                "held",
+                gst::ClockTime::from_nseconds(samples_to_ns(
+                    request.continuation.map_or(0, |c| {
+                        c.known as u64 * (span.generated / c.latents.max(1) as u64)
+                    }),
+                    rate,
+                )),
+            )
+            .field(
                 "processing-time",
                 gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64),
             )
             .field("last", span.last)
+            .field("skipped", skipped)
+            .field("windows-skipped", windows_skipped)
             .build();
         let _ = self.obj().post_message(
             gst::message::Element::builder(structure)
@@ -269,7 +505,8 @@ impl MMAudioGen {
                     if live {
                         ""
                     } else {
-                        " (further late windows are only logged)"
+                        " (further late windows are only logged, in the mmaudiogen debug \
+                         category at INFO level, until the element goes back to READY)"
                     }
                 ]
             );
@@ -316,6 +553,29 @@ impl MMAudioGen {
             }
         }
         gst::log!(CAT, imp = self, "Pushing {buffer:?}");
-        self.srcpad.push(buffer)
+        let res = self.srcpad.push(buffer);
+        self.downstream_flow(res, &audio_caps(rate))
+    }
+}
+
+/// The caps of the output at `rate`.
+pub(super) fn audio_caps(rate: u32) -> gst::Caps {
+    gst_audio::AudioCapsBuilder::new_interleaved()
+        .format(gst_audio::AUDIO_FORMAT_F32)
+        .rate(rate as i32)
+        .channels(1)
+        .build()
+}
+
+/// The name GStreamer gives a flow return (`gst_flow_get_name`).
+fn flow_name(err: gst::FlowError) -> &'static str {
+    match err {
+        gst::FlowError::NotLinked => "not-linked",
+        gst::FlowError::Flushing => "flushing",
+        gst::FlowError::Eos => "eos",
+        gst::FlowError::NotNegotiated => "not-negotiated",
+        gst::FlowError::Error => "error",
+        gst::FlowError::NotSupported => "not-supported",
+        _ => "custom error",
     }
 }

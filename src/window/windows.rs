@@ -1,118 +1,39 @@
-//! The window engine: a video stream of any length → overlapping generation windows →
-//! one seamless, sample-exact audio stream.
-//!
-//! Pure bookkeeping: no GStreamer, no tensors. It is split in two halves so that the
-//! producer side (the streaming thread that receives frames) and the consumer side (the
-//! thread that generates and outputs audio) can live on different threads:
-//!
-//! * [`WindowPlanner`] takes frames (presentation times in nanoseconds) and the end of the
-//!   stream, and emits [`Planned`] items: windows to generate (a [`WindowRequest`]
-//!   with only the frames that window needs, plus its [`WindowSpan`] on the output sample
-//!   axis) and, at the end, the exact total sample count.
-//! * [`Assembler`] takes the generated audio of each window, in order, crossfades it with
-//!   its neighbour and emits finished [`Chunk`]s whose sample offsets tile the output
-//!   without gap or overlap.
-//!
-//! [`render`] glues both to a generator for offline use (and is what the tests drive).
+//! `windows` mode: independent windows of `W` samples every `H = W − O`, crossfaded over
+//! the overlap `O`.
 //!
 //! # Geometry (all in integer samples, counted from the first frame)
 //!
-//! With `W` = window length, `O` = overlap and `H = W − O` = hop, window `k` covers output
-//! samples `[k·H, k·H + W)`. Window boundaries are computed in integer samples from the
-//! first frame's pts, never by adding up floating-point durations, so nothing drifts over
-//! hours. `O ≤ W/2` so at most two windows meet at any sample.
+//! Window `k` covers output samples `[k·H, k·H + W)`. `O ≤ W/2` so at most two windows
+//! meet at any sample.
 //!
 //! Output sample `s` comes from window `k` alone on `[k·H + O, (k+1)·H)`, and on the
 //! overlap `[(k+1)·H, k·H + W)` it is the constant-power crossfade
 //! `cos θ · a_k + sin θ · a_{k+1}` with `θ = π/2 · (i + ½)/O` (so `w_out² + w_in² = 1`
-//! exactly, and the two halves are symmetric). The first window has no fade-in and the
+//! exactly, and the two halves are symmetric), limited to full scale where two correlated
+//! windows would exceed it ([`super::crossfade`]). The first window has no fade-in and the
 //! last no fade-out.
 //!
-//! # Exact length
+//! A window is generated as soon as the video reaches its end. At EOS the last window `L`
+//! (the first with `L·H + W ≥ N`) is generated at its true, shorter duration `N − L·H`
+//! (the generator's sequence lengths follow the duration) and ends exactly at `N`. Its
+//! length is always `> O`, so the crossfade into it is complete. A window shorter than
+//! the model's minimum — only possible for a whole video shorter than it, or for the last
+//! window when the overlap is below the minimum — is generated at the minimum and
+//! trimmed. `window-duration` itself must be at least the minimum.
 //!
-//! The video lasts from the first frame's pts to the end of its last frame,
-//! `pts_last + duration_last`. The duration of the last frame is the buffer duration if known, else the interval between
-//! the last two frames, else [`DEFAULT_FRAME_NS`] (a single frame without any timing
-//! information). The durations of the other frames play no role: a frame is shown until
-//! the next one starts (a pause in the frames, or a GAP event, is covered by the frame
-//! before it). The output has exactly `N = round(video duration · rate)` samples; nothing
-//! after the last frame (such as a trailing GAP from a demuxer whose other streams run
-//! longer) lengthens it.
+//! # Latency and memory
 //!
-//! A window is generated as soon as the video is known to reach its end (a frame with
-//! `pts ≥` window end arrives), so before EOS all windows are full.
-//! At EOS (or a drain) the remaining windows are planned against `N`: the last window
-//! `L` (the first with `L·H + W ≥ N`) is generated at its true, shorter duration
-//! `N − L·H` (the generator's sequence lengths follow the duration) and ends exactly at
-//! `N`. Its length is always `> O`, so the crossfade into it is complete.
-//!
-//! # Very short windows
-//!
-//! MMAudio's sync stream needs at least [`MIN_DURATION_S`] (one 16-frame Synchformer
-//! segment at 25 fps). A window shorter than the configured minimum — only possible for
-//! a whole video shorter than it, or for the last window when the overlap is below the
-//! minimum — is *generated* at the minimum duration and *trimmed* to its true length: the
-//! request's `duration` is the longer one, its frames are the real ones (the last frame
-//! holds, see [`WindowRequest`]), and the [`Assembler`] keeps only the first `len`
-//! samples. `window-duration` itself must be at least the minimum.
-//!
-//! # Memory
-//!
-//! The planner keeps only the frames a not-yet-planned window can still show: the frame
-//! shown at the next window's start and every frame after it. Once window `k` is
-//! planned, frames that are superseded before window `k+1` starts are dropped, so at
-//! most one window's worth of frames (+2) is held, whatever the stream length. Frame
-//! payloads are `Arc`-shared with the requests, not copied. A timestamp jump of more than
-//! [`MAX_FRAME_JUMP_NS`] (broken timestamps) ends the stream and starts a new one rather
-//! than planning every window in between.
-//!
-//! # Frames in a request
-//!
-//! A request carries the frame shown at the window start (its pts clamped to 0) and all
-//! frames starting before the window's true end, with pts relative to the window start.
-//! Each frame holds until the next one; the last one holds until `duration`.
+//! The first sample of window `k` is at `k·H` and can only be generated once the video
+//! reaches `k·H + W`: a sample leaves one window (plus one frame and the generation time)
+//! after its own time. Once window `k` is planned, the frames superseded before window
+//! `k+1` starts are dropped, so at most one window's worth of frames (+2) is held
+//! (at most `(8 + 25) · W` when the generator only looks at MMAudio's picks, see
+//! [`super::planner`]), whatever the stream length.
 
+use super::crossfade::{self, crossfade_weights};
+use super::{Chunk, WindowPlace, WindowSpan};
 use crate::config::MIN_DURATION_S;
 use crate::error::{Error, Result};
-use crate::generator::AudioGenerator;
-use crate::request::{Cancel, GenerationParams, VideoFrame, WindowRequest};
-use std::collections::VecDeque;
-use std::sync::Arc;
-
-/// Nanoseconds per second (stream times are in nanoseconds, as GStreamer's).
-pub const NS_PER_S: u64 = 1_000_000_000;
-
-/// A frame this much (24 h) after the previous one is taken for broken timestamps and
-/// starts a new stream (the current one is finished first) instead of being reached by
-/// planning every window in between.
-pub const MAX_FRAME_JUMP_NS: u64 = 24 * 3600 * NS_PER_S;
-
-/// Duration assumed for the last frame when nothing tells it (no buffer duration, no
-/// frame rate, a single frame): one frame at 25 fps.
-pub const DEFAULT_FRAME_NS: u64 = 40_000_000;
-
-/// `floor(ns · rate / 1e9)` without overflow.
-pub fn ns_to_samples_floor(ns: u64, rate: u32) -> u64 {
-    (ns as u128 * rate as u128 / NS_PER_S as u128) as u64
-}
-
-/// `round(ns · rate / 1e9)` (half up) without overflow.
-pub fn ns_to_samples_round(ns: u64, rate: u32) -> u64 {
-    ((ns as u128 * rate as u128 + NS_PER_S as u128 / 2) / NS_PER_S as u128) as u64
-}
-
-/// `floor(samples · 1e9 / rate)`: the time of a sample offset, as GStreamer's audio
-/// elements compute it (`gst_util_uint64_scale_int(samples, GST_SECOND, rate)`).
-pub fn samples_to_ns(samples: u64, rate: u32) -> u64 {
-    (samples as u128 * NS_PER_S as u128 / rate as u128) as u64
-}
-
-/// Constant-power crossfade weights `(fade_out, fade_in)` for sample `i` of an overlap of
-/// `n` samples: `(cos θ, sin θ)` with `θ = π/2 · (i + ½)/n`.
-pub fn crossfade_weights(i: usize, n: usize) -> (f32, f32) {
-    let theta = std::f64::consts::FRAC_PI_2 * (i as f64 + 0.5) / n as f64;
-    (theta.cos() as f32, theta.sin() as f32)
-}
 
 /// Window geometry in samples at the generator's rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,326 +118,34 @@ impl WindowConfig {
     pub fn min_samples(&self) -> u64 {
         self.min_len
     }
-}
 
-/// One input frame on the stream's time axis.
-#[derive(Debug, Clone)]
-pub struct TimedFrame {
-    /// Presentation time in nanoseconds.
-    pub pts: u64,
-    /// Duration in nanoseconds, if known (only the last frame's matters).
-    pub duration: Option<u64>,
-    pub width: usize,
-    pub height: usize,
-    /// Packed RGB24, `width * height * 3` bytes (may be empty when `prepared` is set).
-    pub data: Arc<Vec<u8>>,
-    /// The frame already resized for the models (see [`VideoFrame::prepared`]).
-    pub prepared: Option<Arc<crate::request::PreparedFrame>>,
-}
-
-/// Where a planned window lies on the output sample axis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowSpan {
-    /// Window number within the stream (0, 1, ...).
-    pub index: u64,
-    /// Pts of the stream's first frame, in ns: output sample `s` is at
-    /// `origin + samples_to_ns(s)`.
-    pub origin: u64,
-    /// First output sample of the window (`index · hop`).
-    pub start: u64,
-    /// Samples of this window that end up in the output (before crossfading).
-    pub len: u64,
-    /// Samples the generator is asked for (`max(len, min)`); the excess is trimmed.
-    pub generated: u64,
-    /// The stream's last window: no fade-out, everything is emitted.
-    pub last: bool,
-}
-
-/// What the planner asks for.
-#[derive(Debug, Clone)]
-pub enum Planned {
-    /// Generate this window, then pass the audio to [`Assembler::push`] with the span.
-    Window {
-        request: WindowRequest,
-        span: WindowSpan,
-    },
-    /// The stream ended (EOS or drain) after exactly `total` output samples; pass to
-    /// [`Assembler::finish`].
-    End { total: u64 },
-}
-
-/// Producer half: frames in, window requests out.
-#[derive(Debug)]
-pub struct WindowPlanner {
-    cfg: WindowConfig,
-    params: GenerationParams,
-    text_only: bool,
-    /// Pts of the first frame of the current stream.
-    origin: Option<u64>,
-    frames: VecDeque<TimedFrame>,
-    last_pts: Option<u64>,
-    last_duration: Option<u64>,
-    last_interval: Option<u64>,
-    /// Furthest time (ns, absolute) the video is known to reach: the latest frame start.
-    reached: u64,
-    next_index: u64,
-    dropped: u64,
-    /// Constant frame rate of the stream, if known: frame times are then recovered exactly
-    /// from the nanosecond timestamps (see [`crate::features::frames::frame_time_from_ns`]).
-    framerate: Option<(u32, u32)>,
-}
-
-impl WindowPlanner {
-    pub fn new(cfg: WindowConfig) -> Self {
-        Self {
-            cfg,
-            framerate: None,
-            params: GenerationParams::default(),
-            text_only: false,
-            origin: None,
-            frames: VecDeque::new(),
-            last_pts: None,
-            last_duration: None,
-            last_interval: None,
-            reached: 0,
-            next_index: 0,
-            dropped: 0,
-        }
-    }
-
-    pub fn config(&self) -> &WindowConfig {
-        &self.cfg
-    }
-
-    /// Settings for windows planned from now on. The seed of window `k` is
-    /// `params.seed + k`, so windows differ but a stream is reproducible.
-    pub fn set_params(&mut self, params: GenerationParams) {
-        self.params = params;
-    }
-
-    /// The stream's constant frame rate (`None` or `0/1` for variable rate). With it, the
-    /// frame times handed to the generator are the exact rational frame times (relative to
-    /// the window start), as the official reader computes them from the container's pts,
-    /// instead of differences of rounded nanoseconds — this decides ties between a frame
-    /// and an 8/25 fps slot the same way the official code does.
-    pub fn set_framerate(&mut self, framerate: Option<(u32, u32)>) {
-        self.framerate = framerate.filter(|&(n, d)| n > 0 && d > 0);
-    }
-
-    /// Plan windows without frames (text-to-audio) from now on; frames still set the
-    /// timing.
-    pub fn set_text_only(&mut self, text_only: bool) {
-        self.text_only = text_only;
-    }
-
-    /// Frames currently held.
-    pub fn buffered_frames(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// Frames dropped because their pts did not increase.
-    pub fn dropped_frames(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Whether a stream is in progress (a frame was received since the last end/reset).
-    pub fn started(&self) -> bool {
-        self.origin.is_some()
-    }
-
-    /// Pts of the first frame of the current stream.
-    pub fn origin(&self) -> Option<u64> {
-        self.origin
-    }
-
-    /// Forget the current stream (flush).
-    pub fn reset(&mut self) {
-        self.origin = None;
-        self.frames.clear();
-        self.last_pts = None;
-        self.last_duration = None;
-        self.last_interval = None;
-        self.reached = 0;
-        self.next_index = 0;
-    }
-
-    /// Add a frame; returns the windows that became complete. A frame whose pts is not
-    /// after the previous one is dropped (counted in [`Self::dropped_frames`]); one more
-    /// than [`MAX_FRAME_JUMP_NS`] after it ends the stream and starts a new one.
-    pub fn push_frame(&mut self, frame: TimedFrame) -> Vec<Planned> {
-        if let Some(last) = self.last_pts {
-            if frame.pts <= last {
-                self.dropped += 1;
-                return Vec::new();
-            }
-            if frame.pts - last > MAX_FRAME_JUMP_NS {
-                let mut out = self.finish();
-                out.extend(self.push_frame(frame));
-                return out;
-            }
-            self.last_interval = Some(frame.pts - last);
-        }
-        if self.origin.is_none() {
-            self.origin = Some(frame.pts);
-        }
-        self.last_pts = Some(frame.pts);
-        self.last_duration = frame.duration;
-        self.reached = self.reached.max(frame.pts);
-        self.frames.push_back(frame);
-        self.release_full_windows()
-    }
-
-    /// End of stream (EOS or a drain before a new segment): plans the remaining windows,
-    /// the last one at its true duration, then [`Planned::End`]. The planner is then ready
-    /// for a new stream (new origin at the next frame).
-    pub fn finish(&mut self) -> Vec<Planned> {
-        let mut out = Vec::new();
-        let (Some(origin), Some(last_pts)) = (self.origin, self.last_pts) else {
-            self.reset();
-            out.push(Planned::End { total: 0 });
-            return out;
-        };
-        let last_dur = self
-            .last_duration
-            .or(self.last_interval)
-            .unwrap_or(DEFAULT_FRAME_NS);
-        let end = last_pts.saturating_add(last_dur);
-        let total = ns_to_samples_round(end - origin, self.cfg.rate);
-        let (w, h) = (self.cfg.window, self.cfg.hop_samples());
-        let mut k = self.next_index;
-        loop {
-            let covered = if k == 0 { 0 } else { (k - 1) * h + w };
-            if covered >= total {
-                break;
-            }
-            let start = k * h;
-            let len = w.min(total - start);
-            let last = start + w >= total;
-            out.push(self.plan_window(k, len, last));
-            k += 1;
-            if last {
-                break;
-            }
-        }
-        out.push(Planned::End { total });
-        self.reset();
-        out
-    }
-
-    /// Time of output sample `s` relative to the origin, compared exactly:
-    /// `(t − origin)·rate ≥ s·1e9`.
-    fn at_or_after(&self, t: u64, sample: u64) -> bool {
-        let origin = self.origin.unwrap_or(0);
-        (t.saturating_sub(origin) as u128) * self.cfg.rate as u128
-            >= sample as u128 * NS_PER_S as u128
-    }
-
-    fn release_full_windows(&mut self) -> Vec<Planned> {
-        let mut out = Vec::new();
-        loop {
-            let end = self.next_index * self.cfg.hop_samples() + self.cfg.window;
-            if !self.at_or_after(self.reached, end) {
-                break;
-            }
-            out.push(self.plan_window(self.next_index, self.cfg.window, false));
-        }
-        out
-    }
-
-    fn plan_window(&mut self, k: u64, len: u64, last: bool) -> Planned {
-        let origin = self.origin.expect("plan_window without a stream");
-        let rate = self.cfg.rate;
-        let start = k * self.cfg.hop_samples();
-        let generated = len.max(self.cfg.min_len);
-        let start_rel_s = start as f64 / rate as f64;
-
-        let mut frames = Vec::new();
-        if !self.text_only {
-            // The frame shown at the window start: the last one starting at or before it.
-            let first = self
-                .frames
-                .iter()
-                .rposition(|f| self.starts_by(f.pts, start))
-                .unwrap_or(0);
-            for f in self.frames.iter().skip(first) {
-                if self.at_or_after(f.pts, start + len) {
-                    break;
+    /// Window `k` (see [`super::EngineConfig::window`]).
+    pub fn place(&self, k: u64, total: Option<u64>) -> Option<WindowPlace> {
+        let (w, h) = (self.window, self.hop_samples());
+        let start = k * h;
+        let (len, last) = match total {
+            None => (w, false),
+            Some(n) => {
+                let covered = if k == 0 { 0 } else { (k - 1) * h + w };
+                if covered >= n {
+                    return None;
                 }
-                let rel = crate::features::frames::relative_frame_time(
-                    (f.pts - origin) as i64,
-                    samples_to_ns(start, rate) as i64,
-                    self.framerate,
-                );
-                frames.push(VideoFrame {
-                    pts: rel.max(0.0),
-                    width: f.width,
-                    height: f.height,
-                    data: f.data.clone(),
-                    prepared: f.prepared.clone(),
-                });
+                (w.min(n - start), start + w >= n)
             }
-        }
-
-        let mut params = self.params.clone();
-        params.seed = params.seed.wrapping_add(k);
-        let request = WindowRequest {
-            index: k,
-            start: origin as f64 / NS_PER_S as f64 + start_rel_s,
-            duration: generated as f64 / rate as f64,
-            frames,
-            params,
         };
-        let span = WindowSpan {
-            index: k,
-            origin,
+        Some(WindowPlace {
             start,
             len,
-            generated,
+            generated: len.max(self.min_len),
             last,
-        };
-        self.next_index = k + 1;
-
-        // Drop frames no later window can show: keep the one shown at the next start.
-        let next_start = self.next_index * self.cfg.hop_samples();
-        while self.frames.len() >= 2 && self.starts_by(self.frames[1].pts, next_start) {
-            self.frames.pop_front();
-        }
-        Planned::Window { request, span }
-    }
-
-    /// Whether a frame at `pts` starts at or before output sample `s`.
-    fn starts_by(&self, pts: u64, sample: u64) -> bool {
-        let origin = self.origin.unwrap_or(0);
-        (pts.saturating_sub(origin) as u128) * self.cfg.rate as u128
-            <= sample as u128 * NS_PER_S as u128
+            continuation: None,
+        })
     }
 }
 
-/// Finished output samples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    /// Pts of the stream's first frame (ns).
-    pub origin: u64,
-    /// Sample offset of `samples[0]` from the origin.
-    pub offset: u64,
-    pub samples: Vec<f32>,
-}
-
-impl Chunk {
-    /// Pts of the first sample and of the end of the chunk, in ns, derived from the sample
-    /// count so consecutive chunks meet exactly.
-    pub fn time_range(&self, rate: u32) -> (u64, u64) {
-        let end = self.offset + self.samples.len() as u64;
-        (
-            self.origin + samples_to_ns(self.offset, rate),
-            self.origin + samples_to_ns(end, rate),
-        )
-    }
-}
-
-/// Consumer half: generated windows in (in order), crossfaded output out.
+/// `windows` mode's consumer half: generated windows in (in order), crossfaded output out.
 #[derive(Debug)]
-pub struct Assembler {
+pub struct WindowsAssembler {
     cfg: WindowConfig,
     /// The previous window's samples beyond the current window's start.
     tail: Vec<f32>,
@@ -525,7 +154,7 @@ pub struct Assembler {
     origin: u64,
 }
 
-impl Assembler {
+impl WindowsAssembler {
     pub fn new(cfg: WindowConfig) -> Self {
         Self {
             cfg,
@@ -581,10 +210,8 @@ impl Assembler {
                 span.index
             )));
         }
-        for (i, (a, prev)) in audio.iter_mut().zip(self.tail.drain(..)).enumerate() {
-            let (w_out, w_in) = crossfade_weights(i, n);
-            *a = prev * w_out + *a * w_in;
-        }
+        let prev = std::mem::take(&mut self.tail);
+        crossfade::fade_into(&mut audio, &prev, self.cfg.rate, crossfade_weights);
         let keep = if span.last {
             len
         } else {
@@ -621,54 +248,17 @@ impl Assembler {
     }
 }
 
-/// Offline use: run a whole stream of frames through planner, generator and assembler.
-/// Returns the output samples (exactly `round(video duration · rate)`).
-pub fn render(
-    cfg: WindowConfig,
-    params: &GenerationParams,
-    frames: impl IntoIterator<Item = TimedFrame>,
-    generator: &mut dyn AudioGenerator,
-    cancel: &Cancel,
-) -> Result<Vec<f32>> {
-    if generator.sample_rate() != cfg.rate() {
-        return Err(Error::config(format!(
-            "generator rate {} Hz does not match window rate {} Hz",
-            generator.sample_rate(),
-            cfg.rate()
-        )));
-    }
-    let mut planner = WindowPlanner::new(cfg);
-    planner.set_params(params.clone());
-    let mut assembler = Assembler::new(cfg);
-    let mut out = Vec::new();
-    let mut run = |items: Vec<Planned>, out: &mut Vec<f32>| -> Result<()> {
-        for item in items {
-            let chunk = match item {
-                Planned::Window { request, span } => {
-                    let audio = generator.generate(&request, cancel)?;
-                    assembler.push(&span, audio)?
-                }
-                Planned::End { total } => assembler.finish(total)?,
-            };
-            out.extend_from_slice(&chunk.samples);
-        }
-        Ok(())
-    };
-    for frame in frames {
-        let items = planner.push_frame(frame);
-        run(items, &mut out)?;
-    }
-    let items = planner.finish();
-    run(items, &mut out)?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generator::AudioGenerator;
+    use crate::request::{Cancel, GenerationParams, WindowRequest};
+    use crate::window::*;
+    use std::sync::Arc;
 
-    /// Returns `index + 1` for every sample of window `index`, so the output tells which
-    /// windows contributed where; records the requests it saw.
+    /// Returns `(index + 1) · 2⁻¹⁰` for every sample of window `index`, so the output
+    /// tells which windows contributed where (scaled by a power of two, which is exact, to
+    /// stay below full scale where the limiter would act); records the requests it saw.
     struct WindowIdGen {
         rate: u32,
         seen: Vec<WindowRequest>,
@@ -684,9 +274,15 @@ mod tests {
                 .iter_mut()
                 .for_each(|f| f.data = Arc::new(Vec::new()));
             self.seen.push(r);
-            Ok(vec![(req.index + 1) as f32; req.num_samples(self.rate)])
+            Ok(vec![
+                (req.index + 1) as f32 * ID_SCALE;
+                req.num_samples(self.rate)
+            ])
         }
     }
+
+    /// 2⁻¹⁰: window ids stay far below full scale.
+    const ID_SCALE: f32 = 1.0 / 1024.0;
 
     fn frame(pts: u64, duration: Option<u64>) -> TimedFrame {
         TimedFrame {
@@ -697,6 +293,7 @@ mod tests {
             // The pts in the payload lets tests identify frames.
             data: Arc::new(pts.to_le_bytes().to_vec()),
             prepared: None,
+            source: None,
         }
     }
 
@@ -755,34 +352,17 @@ mod tests {
         (0..total)
             .map(|s| {
                 let k = (s / h).min(last);
-                let v = (k + 1) as f32;
+                let v = (k + 1) as f32 * ID_SCALE;
                 // Overlap with the previous window?
                 if k > 0 && s < k * h + o {
                     let i = (s - k * h) as usize;
                     let (wo, wi) = crossfade_weights(i, o as usize);
-                    k as f32 * wo + v * wi
+                    k as f32 * ID_SCALE * wo + v * wi
                 } else {
                     v
                 }
             })
             .collect()
-    }
-
-    #[test]
-    fn weights_are_constant_power_and_symmetric() {
-        for n in [1usize, 2, 3, 16, 100, 16000, 44100] {
-            for i in 0..n {
-                let (a, b) = crossfade_weights(i, n);
-                assert!(((a * a + b * b) - 1.0).abs() < 1e-6, "n={n} i={i}");
-                assert!((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b));
-                let (a2, b2) = crossfade_weights(n - 1 - i, n);
-                assert!((a - b2).abs() < 1e-6 && (b - a2).abs() < 1e-6);
-            }
-            // Monotonic: fade-in rises (f32 saturates near 1 for long overlaps).
-            let ins: Vec<f32> = (0..n).map(|i| crossfade_weights(i, n).1).collect();
-            assert!(ins.windows(2).all(|p| p[0] <= p[1]));
-            assert!(n < 2 || ins[0] < ins[n - 1]);
-        }
     }
 
     #[test]
@@ -900,7 +480,10 @@ mod tests {
         assert_eq!(out.len() as u64, total, "{ctx}");
         let want = expected(&cfg, total);
         for (s, (a, b)) in out.iter().zip(&want).enumerate() {
-            assert!((a - b).abs() < 1e-5, "{ctx}: sample {s}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-5 * ID_SCALE,
+                "{ctx}: sample {s}: {a} vs {b}"
+            );
         }
         // Memory bound: one window of frames plus the held one and the one past the end.
         assert!(
@@ -1006,8 +589,9 @@ mod tests {
 
     #[test]
     fn ramp_generator_gives_the_crossfaded_ramp() {
-        // Generator output = absolute time of each sample: outside overlaps the output is
-        // the ramp itself; inside, ramp · (cos θ + sin θ) since both windows agree.
+        // Generator output = absolute time of each sample / 8 (below full scale): outside
+        // overlaps the output is the ramp itself; inside, ramp · (cos θ + sin θ) since both
+        // windows agree.
         struct Ramp;
         impl AudioGenerator for Ramp {
             fn sample_rate(&self) -> u32 {
@@ -1016,7 +600,7 @@ mod tests {
             fn generate(&mut self, req: &WindowRequest, _c: &Cancel) -> Result<Vec<f32>> {
                 let n = req.num_samples(16000);
                 Ok((0..n)
-                    .map(|i| (req.start + i as f64 / 16000.0) as f32)
+                    .map(|i| (req.start + i as f64 / 16000.0) as f32 / 8.0)
                     .collect())
             }
         }
@@ -1034,7 +618,7 @@ mod tests {
         let (h, o) = (24_000u64, 8_000u64);
         for (s, &v) in out.iter().enumerate() {
             let s = s as u64;
-            let t = s as f32 / 16000.0;
+            let t = s as f32 / 16000.0 / 8.0;
             let k = (s / h).min(2);
             let want = if k > 0 && s < k * h + o {
                 let (a, b) = crossfade_weights((s - k * h) as usize, o as usize);
@@ -1042,8 +626,56 @@ mod tests {
             } else {
                 t
             };
-            assert!((v - want).abs() < 1e-4, "sample {s}: {v} vs {want}");
+            assert!((v - want).abs() < 1e-4 / 8.0, "sample {s}: {v} vs {want}");
         }
+    }
+
+    /// Two windows carrying the same loud tone (0.9 of full scale, correlated as a steady
+    /// sound can make two generations): the constant-power crossfade alone reaches
+    /// 0.9·√2 = 1.27 (+2.1 dBFS) in the middle of each overlap; the output stays within
+    /// full scale, and is the tone itself outside the overlaps.
+    #[test]
+    fn loud_correlated_windows_stay_within_full_scale() {
+        struct Loud;
+        impl AudioGenerator for Loud {
+            fn sample_rate(&self) -> u32 {
+                16000
+            }
+            fn generate(&mut self, req: &WindowRequest, _c: &Cancel) -> Result<Vec<f32>> {
+                Ok((0..req.num_samples(16000))
+                    .map(|i| tone(req.start + i as f64 / 16000.0))
+                    .collect())
+            }
+        }
+        fn tone(t: f64) -> f32 {
+            (0.9 * (2.0 * std::f64::consts::PI * 110.0 * t).sin()) as f32
+        }
+        let cfg = WindowConfig::new(16000, 2.0, 0.5).unwrap();
+        let out = render(
+            cfg,
+            &GenerationParams::default(),
+            cfr(0, 125, 25, 1, true),
+            &mut Loud,
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 80_000);
+        let peak = out.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(peak <= 1.0, "{peak}");
+        let (h, o) = (24_000u64, 8_000u64);
+        let mut loudest_fade = 0f32;
+        for (s, &v) in out.iter().enumerate() {
+            let s = s as u64;
+            let k = (s / h).min(2);
+            let want = tone(s as f64 / 16000.0);
+            if k > 0 && s < k * h + o {
+                let (a, b) = crossfade_weights((s - k * h) as usize, o as usize);
+                loudest_fade = loudest_fade.max((want * (a + b)).abs());
+            } else {
+                assert!((v - want).abs() < 1e-6, "sample {s}: {v} vs {want}");
+            }
+        }
+        assert!(loudest_fade > 1.25, "{loudest_fade}");
     }
 
     #[test]
