@@ -2,7 +2,10 @@
 # Mutation check: plant known bugs one at a time in a scratch copy of the repository and
 # report which tests catch each. Every planted bug must be caught (exit status 1 otherwise).
 #
-#   scripts/mutants.sh [--list] [MUTANT_ID ...]
+#   scripts/mutants.sh [--list | --check] [MUTANT_ID ...]
+#
+# --check only verifies that every planted bug still applies to its file (no build; CI runs
+# it, so a moved or rewritten line cannot quietly turn a mutant into a no-op).
 #
 # The scratch copy is a `git worktree` of HEAD outside the repository (under $TMPDIR), so
 # commit first: uncommitted changes are not in it. It builds in its own target folder
@@ -33,7 +36,7 @@ NICE=${MMAUDIO_MUTANTS_NICE:-nice -n 10}
 MUTANTS=(
   "cfg-sign%src/sampler.rs%s/\(\(v_cond \* cfg\)\? \+ \(v_uncond \* \(1\.0 - cfg\)\)\?\)/((v_cond * cfg)? - (v_uncond * (1.0 - cfg))?)/%--lib sampler::;--test parity"
   "clip-rope%src/net/blocks.rs%s/Some\(clip_rot\),/None,/%--test parity"
-  "crossfade%src/window.rs%s/\(i as f64 \+ 0\.5\) \/ n as f64/(i as f64 + 1.0) \/ (n as f64 + 1.0)/%--test window_engine;-p gst-plugin-mmaudio --test harness"
+  "crossfade%src/window/crossfade.rs%s/\(i as f64 \+ 0\.5\) \/ n as f64/(i as f64 + 1.0) \/ (n as f64 + 1.0)/%--test window_engine;-p gst-plugin-mmaudio --test harness"
   "latency-max%plugins/mmaudiogen/src/mmaudiogen/imp/src_pad.rs%s/q\.set\(live, min \+ own_min, max\.map\(\|m\| m \+ own_max\)\)/q.set(live, min + own_min, gst::ClockTime::NONE)/%-p gst-plugin-mmaudio --test harness latency"
   "prompt-swap%src/model.rs%s/let text = self\.text_features\(&p\.prompt\)\?;\n(\s*)let negative = self\.text_features\(&p\.negative_prompt\)\?;/let text = self.text_features(&p.negative_prompt)?;\n\$1let negative = self.text_features(&p.prompt)?;/%--test parity parity_e2e"
   "ignore-negative%plugins/mmaudiogen/src/mmaudiogen/imp/settings.rs%s/negative_prompt: self\.negative_prompt\.clone\(\),/negative_prompt: String::new(),/%-p gst-plugin-mmaudio --test harness property"
@@ -45,6 +48,20 @@ MUTANTS=(
 if [[ "${1:-}" == "--list" ]]; then
   for m in "${MUTANTS[@]}"; do echo "${m%%\%*}"; done
   exit 0
+fi
+if [[ "${1:-}" == "--check" ]]; then
+  bad=0
+  for m in "${MUTANTS[@]}"; do
+    IFS='%' read -r id file subst _ <<<"$m"
+    if [[ ! -f "$REPO/$file" ]]; then
+      echo "mutant $id: $file does not exist"; bad=1; continue
+    fi
+    if perl -0pe "$subst" "$REPO/$file" | cmp -s - "$REPO/$file"; then
+      echo "mutant $id: the pattern no longer matches $file"; bad=1; continue
+    fi
+    echo "mutant $id: applies to $file"
+  done
+  exit $bad
 fi
 WANT=("$@")
 

@@ -25,6 +25,7 @@
 pub mod audio_decoder;
 pub mod bench;
 pub mod config;
+pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod features;

@@ -8,6 +8,7 @@
 //! RoPE. On other devices/dtypes each function falls back to plain candle ops with the same
 //! result (unit tests compare both paths).
 
+use crate::cpu::{self, multiversion, rows};
 use candle_core::{CpuStorage, D, DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -89,6 +90,7 @@ pub fn swiglu_gate(h: &Tensor, hidden: usize) -> Result<Tensor> {
     if fast(&[h]) && h.dim(D::Minus1)? == 2 * hidden {
         let mut dims = h.dims().to_vec();
         *dims.last_mut().unwrap() = hidden;
+        let isa = cpu::isa();
         let out = with_f32(h, |hs| {
             let rows = hs.len() / (2 * hidden);
             let mut out = vec![0f32; rows * hidden];
@@ -100,10 +102,7 @@ pub fn swiglu_gate(h: &Tensor, hidden: usize) -> Result<Tensor> {
                         let r = ci * rpt + ri;
                         let a = &hs[r * 2 * hidden..r * 2 * hidden + hidden];
                         let g = &hs[r * 2 * hidden + hidden..(r + 1) * 2 * hidden];
-                        for i in 0..hidden {
-                            let x = a[i];
-                            o[i] = x / (1.0 + (-x).exp()) * g[i];
-                        }
+                        rows::swiglu_row(isa, a, g, o);
                     }
                 });
             out
@@ -135,6 +134,7 @@ pub fn ln_modulate(
     let (b, n, c) = x.dims3()?;
     let (mb, nm, kc) = m.dims3()?;
     if fast(&[x, m]) && mb == b && (nm == 1 || nm == n) {
+        let isa = cpu::isa();
         let out = with_f32(x, |xs| {
             with_f32(m, |ms| {
                 let mut out = vec![0f32; b * n * c];
@@ -146,16 +146,10 @@ pub fn ln_modulate(
                             let r = ci * rpt + ri;
                             let (bi, t) = (r / n, r % n);
                             let xr = &xs[r * c..(r + 1) * c];
-                            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
-                            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()
-                                / c as f64;
-                            let rstd = 1.0 / (var + eps as f64).sqrt();
-                            let sh = mod_row(ms, bi, t, nm, kc, c, i_shift);
-                            let sc = mod_row(ms, bi, t, nm, kc, c, i_scale);
-                            for i in 0..c {
-                                let xn = ((xr[i] as f64 - mean) * rstd) as f32;
-                                o[i] = xn * (1.0 + sc[i]) + sh[i];
-                            }
+                            let shift = mod_row(ms, bi, t, nm, kc, c, i_shift);
+                            let scale = mod_row(ms, bi, t, nm, kc, c, i_scale);
+                            let affine = rows::Affine::Modulate { shift, scale };
+                            rows::layer_norm_row(isa, xr, o, affine, eps);
                         }
                     });
                 out
@@ -174,6 +168,7 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, m: &Tensor, i_gate: usize) -> Resu
     let (b, n, c) = x.dims3()?;
     let (mb, nm, kc) = m.dims3()?;
     if fast(&[x, y, m]) && y.dims() == x.dims() && mb == b && (nm == 1 || nm == n) {
+        let isa = cpu::isa();
         let out = with_f32(x, |xs| {
             with_f32(y, |ys| {
                 with_f32(m, |ms| {
@@ -185,9 +180,8 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, m: &Tensor, i_gate: usize) -> Resu
                             for (ri, o) in chunk.chunks_mut(c).enumerate() {
                                 let r = ci * rpt + ri;
                                 let g = mod_row(ms, r / n, r % n, nm, kc, c, i_gate);
-                                for i in 0..c {
-                                    o[i] = xs[r * c + i] + ys[r * c + i] * g[i];
-                                }
+                                let (xr, yr) = (&xs[r * c..(r + 1) * c], &ys[r * c..(r + 1) * c]);
+                                rows::gated_add_row(isa, xr, yr, g, o);
                             }
                         });
                     out
@@ -233,6 +227,7 @@ pub fn qkv_prep_cpu(
     {
         return Ok(None);
     }
+    let isa = cpu::isa();
     let out = with_f32(qkv, |xs| {
         // output layout (3, B, H, N, D); one task per (which, b, h)
         let per = n * d;
@@ -249,25 +244,14 @@ pub fn qkv_prep_cpu(
                     continue;
                 }
                 let w = if which == 0 { qw } else { kw };
-                let ms = src.iter().map(|&v| v * v).sum::<f32>() / d as f32;
-                let r = 1.0 / (ms + eps).sqrt();
-                match rope {
-                    Some(rp) => {
-                        let cs = &rp.cos[t * rp.half..(t + 1) * rp.half];
-                        let sn = &rp.sin[t * rp.half..(t + 1) * rp.half];
-                        for i in 0..rp.half {
-                            let x0 = src[2 * i] * r * w[2 * i];
-                            let x1 = src[2 * i + 1] * r * w[2 * i + 1];
-                            dst[2 * i] = cs[i] * x0 - sn[i] * x1;
-                            dst[2 * i + 1] = sn[i] * x0 + cs[i] * x1;
-                        }
-                    }
-                    None => {
-                        for i in 0..d {
-                            dst[i] = src[i] * r * w[i];
-                        }
-                    }
-                }
+                let (cs, sn): (&[f32], &[f32]) = match rope {
+                    Some(rp) => (
+                        &rp.cos[t * rp.half..(t + 1) * rp.half],
+                        &rp.sin[t * rp.half..(t + 1) * rp.half],
+                    ),
+                    None => (&[], &[]),
+                };
+                rms_rope_row(isa, src, dst, w, eps, cs, sn);
             }
         });
         out
@@ -275,6 +259,137 @@ pub fn qkv_prep_cpu(
     .unwrap();
     let all = Tensor::from_vec(out, (3, b, heads, n, d), &Device::Cpu)?;
     Ok(Some((all.get(0)?, all.get(1)?, all.get(2)?)))
+}
+
+/// `x Wᵀ + b` over the last dim on the CPU with `w_t (in, out)`, the bias folded into the
+/// GEMM's accumulator (one pass over the output); `None` when the fast path does not apply.
+pub fn linear_cpu(x: &Tensor, w_t: &Tensor, b: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let mut ts = vec![x, w_t];
+    ts.extend(b);
+    if !fast(&ts) {
+        return Ok(None);
+    }
+    let (in_dim, out_dim) = w_t.dims2()?;
+    let dims = x.dims();
+    if dims.last() != Some(&in_dim) || b.is_some_and(|b| b.dims() != [out_dim]) {
+        return Ok(None);
+    }
+    let rows = x.elem_count() / in_dim.max(1);
+    let (xh, wh) = (cpu::tensor::host_f32(x), cpu::tensor::host_f32(w_t));
+    let bh = b.and_then(cpu::tensor::host_f32);
+    let (Some(xh), Some(wh)) = (xh, wh) else {
+        return Ok(None);
+    };
+    let y = cpu::gemm::linear(
+        xh.as_slice(),
+        rows,
+        cpu::gemm::Weight::new(wh.as_slice(), in_dim, out_dim),
+        bh.as_ref().map(|b| b.as_slice()),
+        rows::Act::None,
+        None,
+    );
+    let mut shape = dims.to_vec();
+    *shape.last_mut().unwrap() = out_dim;
+    Ok(Some(Tensor::from_vec(y, shape, &Device::Cpu)?))
+}
+
+/// Joint attention on the CPU: the queries of the first `n_out` streams attend to the
+/// keys/values of all streams (concatenated along the sequence, as the official
+/// `torch.cat` before `F.scaled_dot_product_attention`), each stream's `q, k, v` being
+/// `(B, H, N_s, D)`; the scale is 1/√D. Returns each of those streams' output `(B, N_s, H·D)`
+/// with the heads merged, or `None` when the fast path does not apply (not contiguous f32
+/// on the CPU). Nothing is concatenated and only a block of scores exists per thread.
+pub fn joint_attention_cpu(
+    streams: &[(&Tensor, &Tensor, &Tensor)],
+    n_out: usize,
+) -> Result<Option<Vec<Tensor>>> {
+    let all: Vec<&Tensor> = streams.iter().flat_map(|(q, k, v)| [*q, *k, *v]).collect();
+    if !fast(&all) || streams.is_empty() || n_out > streams.len() {
+        return Ok(None);
+    }
+    let (b, h, _, d) = streams[0].0.dims4()?;
+    for t in &all {
+        let (tb, th, _, td) = t.dims4()?;
+        if (tb, th, td) != (b, h, d) {
+            return Ok(None);
+        }
+    }
+    let hosts: Vec<_> = all.iter().map(|t| cpu::tensor::host_f32(t)).collect();
+    if hosts.iter().any(|h| h.is_none()) {
+        return Ok(None);
+    }
+    let slices: Vec<&[f32]> = hosts
+        .iter()
+        .map(|h| h.as_ref().unwrap().as_slice())
+        .collect();
+    let lens: Vec<usize> = streams
+        .iter()
+        .map(|(q, _, _)| q.dim(2))
+        .collect::<Result<_>>()?;
+    let c = h * d;
+    let mut outs: Vec<Vec<f32>> = (0..n_out).map(|s| vec![0f32; b * lens[s] * c]).collect();
+    let mut problems = Vec::with_capacity(n_out * b * h);
+    for (s, out) in outs.iter_mut().enumerate() {
+        let n = lens[s];
+        for bi in 0..b {
+            for hh in 0..h {
+                // block (bi, hh) of a (B, H, N, D) tensor: N rows of D floats
+                let blk = |x: &[f32], len: usize| {
+                    cpu::attention::Rows::new(x, (bi * h + hh) * len * d, len, d, d)
+                };
+                let kv = (0..streams.len())
+                    .map(|j| {
+                        (
+                            blk(slices[3 * j + 1], lens[j]),
+                            blk(slices[3 * j + 2], lens[j]),
+                        )
+                    })
+                    .collect();
+                problems.push(cpu::attention::Problem {
+                    q: blk(slices[3 * s], n),
+                    kv,
+                    out: cpu::attention::OutRows::new(out, bi * n * c + hh * d, n, c, d),
+                    causal: None,
+                });
+            }
+        }
+    }
+    let scale = 1.0 / (d as f32).sqrt();
+    // SAFETY: all rows come from the borrowed inputs and `outs`, which outlive the call;
+    // every problem writes its own (stream, batch, head) block of columns
+    unsafe { cpu::attention::run(cpu::isa(), d, scale, &problems) };
+    drop(problems);
+    let res = outs
+        .into_iter()
+        .enumerate()
+        .map(|(s, o)| Tensor::from_vec(o, (b, lens[s], c), &Device::Cpu))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(res))
+}
+
+multiversion! {
+    /// RMSNorm of one head row (`x / rms(x) · w`), then, when `cos`/`sin` are not empty, the
+    /// rotation of adjacent pairs `(x₂ᵢ, x₂ᵢ₊₁)` by the angle whose cosine and sine they hold.
+    fn rms_rope_row(src: &[f32], dst: &mut [f32], w: &[f32], eps: f32, cos: &[f32], sin: &[f32]) {
+        let d = dst.len();
+        let (src, w) = (&src[..d], &w[..d]);
+        let ms = rows::dot_inline(src, src) / d as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        if cos.is_empty() {
+            for i in 0..d {
+                dst[i] = src[i] * r * w[i];
+            }
+        } else {
+            let half = d / 2;
+            let (cos, sin) = (&cos[..half], &sin[..half]);
+            for i in 0..half {
+                let x0 = src[2 * i] * r * w[2 * i];
+                let x1 = src[2 * i + 1] * r * w[2 * i + 1];
+                dst[2 * i] = cos[i] * x0 - sin[i] * x1;
+                dst[2 * i + 1] = sin[i] * x0 + cos[i] * x1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -474,6 +589,7 @@ pub fn winograd3_cl(x: &Tensor, u: &Tensor, m: usize) -> Result<Option<Tensor>> 
     }
     let tiles = n.div_ceil(m);
     let rows = b * tiles;
+    let isa = cpu::isa();
     // input transform: V (α, rows, C)
     let v = with_f32(x, |xs| {
         let mut v = vec![0f32; a * rows * c];
@@ -496,9 +612,7 @@ pub fn winograd3_cl(x: &Tensor, u: &Tensor, m: usize) -> Result<Option<Tensor>> 
                         continue;
                     }
                     if let Some(src) = ins[l] {
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d += coef * s;
-                        }
+                        rows::axpy(isa, dst, coef, src);
                     }
                 }
             }
@@ -528,9 +642,7 @@ pub fn winograd3_cl(x: &Tensor, u: &Tensor, m: usize) -> Result<Option<Tensor>> 
                         continue;
                     }
                     let src = &ms[(xi * rows + row) * h..(xi * rows + row + 1) * h];
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d += coef * s;
-                    }
+                    rows::axpy(isa, dst, coef, src);
                 }
             }
         });

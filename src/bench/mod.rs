@@ -49,6 +49,9 @@ pub struct BenchReport {
     pub peak_rss_mb: f64,
     pub device: String,
     pub dtype: String,
+    /// CPU model and the instruction sets the CPU kernels and the GEMM ran with
+    /// ([`crate::cpu::describe`]).
+    pub cpu: String,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -74,6 +77,7 @@ impl BenchReport {
             peak_rss_mb: peak_rss_mb(),
             device: device_name(&opts.device),
             dtype: format!("{:?}", opts.dtype).to_lowercase(),
+            cpu: crate::cpu::describe(),
             extra: Default::default(),
         }
     }

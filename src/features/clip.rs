@@ -17,7 +17,7 @@
 //! `visual.transformer.resblocks.{i}.attn.in_proj_weight`, `token_embedding.weight`, ...),
 //! so `open_clip_pytorch_model.bin` or `open_clip_model.safetensors` load without renaming.
 
-use super::vit::{Activation, LayerNorm, Mlp, MultiheadAttention, Trace, l2_normalize};
+use super::vit::{Activation, LayerNorm, Mlp, MultiheadAttention, Trace, host_ok, l2_normalize};
 use crate::error::{Error, Result};
 use crate::weights::WeightFile;
 use candle_core::{DType, Device, Tensor};
@@ -272,12 +272,23 @@ impl ResidualBlock {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
         Ok((&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?)
     }
+
+    /// CPU fast path on `b` sequences of `t` host rows, in place.
+    fn forward_host(&self, x: &mut [f32], b: usize, t: usize, causal: bool) -> Result<()> {
+        let h = self.ln_1.forward_host(x)?;
+        self.attn.add_host(x, &h, b, t, causal)?;
+        let h = self.ln_2.forward_host(x)?;
+        self.mlp.add_host(x, &h, b * t)
+    }
 }
 
 /// open_clip `Transformer` (`transformer.resblocks.{i}`).
 #[derive(Debug, Clone)]
 struct Transformer {
     blocks: Vec<ResidualBlock>,
+    /// Weights are host f32: the blocks run on the CPU kernels of [`crate::cpu`], on one
+    /// host buffer updated in place (no per-op tensors, heads never split or merged).
+    host: bool,
 }
 
 impl Transformer {
@@ -289,16 +300,34 @@ impl Transformer {
         mlp: usize,
         act: Activation,
     ) -> Result<Self> {
+        let host = host_ok(&vb);
         let vb = vb.pp("resblocks");
         let blocks = (0..layers)
             .map(|i| ResidualBlock::load(vb.pp(i), width, heads, mlp, act))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { blocks })
+        Ok(Self { blocks, host })
     }
 
-    fn forward(&self, mut x: Tensor, mask: Option<&Tensor>, trace: &mut Trace) -> Result<Tensor> {
-        for (i, b) in self.blocks.iter().enumerate() {
-            x = b.forward(&x, mask)?;
+    /// `x (B, T, width)`; `causal`: token i attends to tokens 0..=i only (text tower).
+    fn forward(&self, mut x: Tensor, causal: bool, trace: &mut Trace) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        if self.host && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+            for (i, blk) in self.blocks.iter().enumerate() {
+                blk.forward_host(&mut v, b, t, causal)?;
+                trace.record(&format!("block{i}_out"), || {
+                    Ok(Tensor::from_slice(&v, (b, t, c), &Device::Cpu)?)
+                })?;
+            }
+            return Ok(Tensor::from_vec(v, (b, t, c), &Device::Cpu)?);
+        }
+        let mask = if causal {
+            Some(causal_mask(t, x.dtype(), x.device())?)
+        } else {
+            None
+        };
+        for (i, blk) in self.blocks.iter().enumerate() {
+            x = blk.forward(&x, mask.as_ref())?;
             trace.record(&format!("block{i}_out"), || Ok(x.clone()))?;
         }
         Ok(x)
@@ -318,8 +347,9 @@ fn unused_by_mmaudio(k: &str) -> bool {
 pub struct ClipVision {
     cfg: ClipVisionConfig,
     embed_dim: usize,
-    /// conv1 as a matrix `(width, 3·p·p)` (kernel = stride, no bias).
-    conv1: Tensor,
+    /// conv1 as a transposed matrix `(3·p·p, width)` (kernel = stride, no bias): the patch
+    /// embedding is one GEMM of the patches `(N·g², 3·p·p)` with it.
+    conv1_t: Tensor,
     class_embedding: Tensor,
     positional_embedding: Tensor,
     ln_pre: LayerNorm,
@@ -339,14 +369,16 @@ impl ClipVision {
         let v = &cfg.vision;
         let vb = vb.pp("visual");
         let p = v.patch_size;
-        let conv1 = vb
+        let conv1_t = vb
             .get((v.width, 3, p, p), "conv1.weight")?
-            .reshape((v.width, 3 * p * p))?;
+            .reshape((v.width, 3 * p * p))?
+            .t()?
+            .contiguous()?;
         let n_pos = v.grid() * v.grid() + 1;
         Ok(Self {
             cfg: v.clone(),
             embed_dim: cfg.embed_dim,
-            conv1,
+            conv1_t,
             class_embedding: vb.get(v.width, "class_embedding")?,
             positional_embedding: vb.get((n_pos, v.width), "positional_embedding")?,
             ln_pre: LayerNorm::load(vb.pp("ln_pre"), v.width, CLIP_LN_EPS)?,
@@ -447,9 +479,7 @@ impl ClipVision {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((n * g * g, 3 * p * p))?;
-        let tok = patches
-            .matmul(&self.conv1.t()?)?
-            .reshape((n, g * g, width))?;
+        let tok = patches.matmul(&self.conv1_t)?.reshape((n, g * g, width))?;
         trace.record("patch_embeds", || {
             Ok(tok.transpose(1, 2)?.reshape((n, width, g, g))?)
         })?;
@@ -460,7 +490,7 @@ impl ClipVision {
         let x = Tensor::cat(&[&cls, &tok], 1)?.broadcast_add(&self.positional_embedding)?;
         trace.record("tokens_before_ln_pre", || Ok(x.clone()))?;
         let x = self.ln_pre.forward(&x)?;
-        let x = self.transformer.forward(x, None, trace)?;
+        let x = self.transformer.forward(x, false, trace)?;
         // ln_post is per token: normalising only the CLS token gives the same result
         let cls = self.ln_post.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
         trace.record("ln_post_cls", || Ok(cls.clone()))?;
@@ -561,8 +591,7 @@ impl ClipText {
             .reshape((b, l, width))?
             .broadcast_add(&self.positional_embedding.narrow(0, 0, l)?)?;
         trace.record("transformer_in", || Ok(x.clone()))?;
-        let mask = causal_mask(l, x.dtype(), dev)?;
-        let x = self.transformer.forward(x, Some(&mask), trace)?;
+        let x = self.transformer.forward(x, true, trace)?;
         let x = self.ln_final.forward(&x)?;
         trace.record("ln_final_out", || Ok(x.clone()))?;
         l2_normalize(&x)
@@ -691,6 +720,31 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// The CPU fast path (host buffers, fused kernels, strided attention, causal flag) gives
+    /// what the generic candle ops give (the path of GPUs and half precision).
+    #[test]
+    fn cpu_fast_path_matches_generic_ops() {
+        let (mut clip, _) = random_model();
+        let (img, ids) = inputs();
+        assert!(clip.vision.transformer.host && clip.text.transformer.host);
+        let fast_v = clip.vision.encode_images(&img).unwrap();
+        let fast_t = clip.text.encode_ids(&ids).unwrap();
+        clip.vision.transformer.host = false;
+        clip.text.transformer.host = false;
+        let gen_v = clip.vision.encode_images(&img).unwrap();
+        let gen_t = clip.text.encode_ids(&ids).unwrap();
+        assert!(
+            max_diff(&fast_v, &gen_v) < 1e-5,
+            "{}",
+            max_diff(&fast_v, &gen_v)
+        );
+        assert!(
+            max_diff(&fast_t, &gen_t) < 1e-5,
+            "{}",
+            max_diff(&fast_t, &gen_t)
+        );
     }
 
     #[test]

@@ -20,13 +20,16 @@
 //! Output `(B, S·8, D)`. Paths mirror `Synchformer().state_dict()` (`vfeat_extractor.*`).
 
 use super::vit::{
-    Activation, LayerNorm, Mlp, MultiheadAttention, Trace, attention, fold_q_scale, linear,
-    merge_heads,
+    Activation, LayerNorm, Linear, Mlp, MultiheadAttention, Trace, attention, fold_q_scale,
+    host_ok, linear, linear_add_host, linear_host, merge_heads,
 };
+use crate::cpu;
+use crate::cpu::attention::{OutRows, Problem, Rows};
+use crate::cpu::rows::Act;
 use crate::error::{Error, Result};
 use crate::weights::WeightFile;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -201,7 +204,7 @@ impl DividedAttention {
         // q is scaled by head_dim^-0.5 before the dot products: folded into the projection
         let (w, b) = fold_q_scale(&w, b.as_ref(), 1.0 / ((dim / heads) as f64).sqrt())?;
         Ok(Self {
-            qkv: Linear::new(w, b),
+            qkv: Linear::new(w, b)?,
             proj: linear(vb.pp("proj"), dim, dim)?,
             heads,
         })
@@ -278,7 +281,72 @@ impl DividedAttention {
             Axis::Space => out.reshape((b * h, f * n, dh))?,
         };
         let out = Tensor::cat(&[&cls_out, &out], 1)?;
-        Ok(self.proj.forward(&merge_heads(&out, h)?)?)
+        self.proj.forward(&merge_heads(&out, h)?)
+    }
+}
+
+impl DividedAttention {
+    /// CPU fast path: `y += proj(attention(qkv(x)))` on host rows `(B, 1 + F·N, C)`, the
+    /// groups read in place from the fused projection (strided rows), the CLS key/value
+    /// given to every group as a one-row segment and the output written merged.
+    fn add_host(
+        &self,
+        y: &mut [f32],
+        x: &[f32],
+        b: usize,
+        frames: usize,
+        patches: usize,
+        axis: Axis,
+    ) -> Result<()> {
+        let c = self.proj.out_dim();
+        let (h, d) = (self.heads, c / self.heads);
+        let (f, n) = (frames, patches);
+        let t1 = 1 + f * n;
+        let qkv = linear_host(&self.qkv, x, b * t1, Act::None)?;
+        let mut out = vec![0f32; b * t1 * c];
+        let (r3, groups) = (3 * c, if axis == Axis::Time { n } else { f });
+        let mut problems = Vec::with_capacity(b * h * (1 + groups));
+        for bi in 0..b {
+            let (base, obase) = (bi * t1 * r3, bi * t1 * c);
+            for hh in 0..h {
+                let (qc, kc, vc) = (base + hh * d, base + c + hh * d, base + 2 * c + hh * d);
+                let oc = obase + hh * d;
+                // the CLS query attends to every token, itself included
+                problems.push(Problem {
+                    q: Rows::new(&qkv, qc, 1, r3, d),
+                    kv: vec![(
+                        Rows::new(&qkv, kc, t1, r3, d),
+                        Rows::new(&qkv, vc, t1, r3, d),
+                    )],
+                    out: OutRows::new(&mut out, oc, 1, c, d),
+                    causal: None,
+                });
+                let cls = (Rows::new(&qkv, kc, 1, r3, d), Rows::new(&qkv, vc, 1, r3, d));
+                for g in 0..groups {
+                    // first token of the group and the row step between its tokens
+                    let (first, len, step) = match axis {
+                        Axis::Time => (1 + g, f, n),
+                        Axis::Space => (1 + g * n, n, 1),
+                    };
+                    problems.push(Problem {
+                        q: Rows::new(&qkv, qc + first * r3, len, step * r3, d),
+                        kv: vec![
+                            cls,
+                            (
+                                Rows::new(&qkv, kc + first * r3, len, step * r3, d),
+                                Rows::new(&qkv, vc + first * r3, len, step * r3, d),
+                            ),
+                        ],
+                        out: OutRows::new(&mut out, oc + first * c, len, step * c, d),
+                        causal: None,
+                    });
+                }
+            }
+        }
+        // SAFETY: all rows come from `qkv` and `out`, which outlive the call; every problem
+        // writes its own tokens × head columns of `out` (CLS row, then disjoint groups)
+        unsafe { cpu::attention::run(cpu::isa(), d, 1.0, &problems) };
+        linear_add_host(&self.proj, y, &out, b * t1)
     }
 }
 
@@ -322,6 +390,17 @@ impl Block {
             .forward(&self.norm1.forward(&x)?, frames, patches, Axis::Space)?;
         let x = (x + s)?;
         Ok((&x + self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+    }
+
+    /// CPU fast path on host rows `(B, 1 + F·N, C)`, in place.
+    fn forward_host(&self, x: &mut [f32], b: usize, frames: usize, patches: usize) -> Result<()> {
+        let h = self.norm3.forward_host(x)?;
+        self.timeattn
+            .add_host(x, &h, b, frames, patches, Axis::Time)?;
+        let h = self.norm1.forward_host(x)?;
+        self.attn.add_host(x, &h, b, frames, patches, Axis::Space)?;
+        let h = self.norm2.forward_host(x)?;
+        self.mlp.add_host(x, &h, b * (1 + frames * patches))
     }
 }
 
@@ -371,7 +450,8 @@ impl SpatialAggregator {
 #[derive(Debug, Clone)]
 pub struct Synchformer {
     cfg: SynchformerConfig,
-    /// Conv3d weight as a matrix `(D, 3·kt·kh·kw)` and its bias.
+    /// Conv3d weight as a transposed matrix `(3·kt·kh·kw, D)` (one GEMM for the tubelet
+    /// embedding) and its bias.
     patch_w: Tensor,
     patch_b: Tensor,
     cls_token: Tensor,
@@ -381,6 +461,8 @@ pub struct Synchformer {
     norm: LayerNorm,
     agg: SpatialAggregator,
     dtype: DType,
+    /// Weights are host f32: the blocks run on the CPU kernels of [`crate::cpu`].
+    host: bool,
     /// Segments per forward pass (bounds memory; results do not depend on it).
     pub max_batch: usize,
 }
@@ -394,7 +476,9 @@ impl Synchformer {
         let np = cfg.patches();
         let patch_w = vb
             .get((d, 3, kt, p, p), "patch_embed_3d.proj.weight")?
-            .reshape((d, 3 * kt * p * p))?;
+            .reshape((d, 3 * kt * p * p))?
+            .t()?
+            .contiguous()?;
         let patch_b = vb.get(d, "patch_embed_3d.proj.bias")?;
         let pos = vb.get((1, np + 1, d), "pos_embed")?;
         let temp = vb.get((1, cfg.temporal_resolution, d), "temp_embed")?;
@@ -420,6 +504,7 @@ impl Synchformer {
             norm: LayerNorm::load(vb.pp("norm"), d, SYNC_LN_EPS)?,
             agg: SpatialAggregator::load(vb.pp("spatial_attn_agg"), cfg)?,
             dtype: vb.dtype(),
+            host: host_ok(&vb),
             max_batch: 4,
         })
     }
@@ -518,7 +603,7 @@ impl Synchformer {
             .contiguous()?
             .reshape((u * np, 3 * kt * p * p))?;
         let emb = cols
-            .matmul(&self.patch_w.t()?)?
+            .matmul(&self.patch_w)?
             .broadcast_add(&self.patch_b)?
             .reshape((u, np, d))?;
         let step = cfg.segment_step / kt;
@@ -537,9 +622,21 @@ impl Synchformer {
         let cls = self.cls_token.broadcast_as((bs, 1, d))?;
         let mut x = Tensor::cat(&[&cls, tokens], 1)?.broadcast_add(&self.total_pos)?;
         trace.record("tokens_in", || Ok(x.clone()))?;
-        for (i, blk) in self.blocks.iter().enumerate() {
-            x = blk.forward(&x, f, np)?;
-            trace.record(&format!("block{i}_out"), || Ok(x.clone()))?;
+        if self.host && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let shape = x.shape().clone();
+            let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+            for (i, blk) in self.blocks.iter().enumerate() {
+                blk.forward_host(&mut v, bs, f, np)?;
+                trace.record(&format!("block{i}_out"), || {
+                    Ok(Tensor::from_slice(&v, &shape, &Device::Cpu)?)
+                })?;
+            }
+            x = Tensor::from_vec(v, shape, &Device::Cpu)?;
+        } else {
+            for (i, blk) in self.blocks.iter().enumerate() {
+                x = blk.forward(&x, f, np)?;
+                trace.record(&format!("block{i}_out"), || Ok(x.clone()))?;
+            }
         }
         let x = self.norm.forward(&x.narrow(1, 1, fnp)?)?;
         trace.record("norm_out", || Ok(x.clone()))?;
@@ -589,6 +686,30 @@ mod tests {
         let rw = RandomWeights::recording(11);
         let m = Synchformer::new(&tiny(), rw.var_builder(DType::F32, &Device::Cpu)).unwrap();
         (m, rw.recorded())
+    }
+
+    /// The CPU fast path (divided attention read in place from the fused projection, CLS
+    /// as a one-row key segment, fused kernels) gives what the generic candle ops give.
+    #[test]
+    fn cpu_fast_path_matches_generic_ops() {
+        // width 64, 2 heads of 32 and 6×6 patches: the spatial groups (37 keys) take the
+        // attention's GEMM path, the temporal ones (9 keys) its dot-product path
+        let cfg = SynchformerConfig::from_motionformer_cfg(&json!({
+            "VIT": {"EMBED_DIM": 64, "DEPTH": 2, "NUM_HEADS": 2, "PATCH_SIZE": 16,
+                    "PATCH_SIZE_TEMP": 2, "TEMPORAL_RESOLUTION": 8, "MLP_RATIO": 4},
+            "DATA": {"TRAIN_CROP_SIZE": 96}
+        }))
+        .unwrap();
+        let rw = RandomWeights::recording(5);
+        let mut m = Synchformer::new(&cfg, rw.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::rand(-1f32, 1.0, (1, 24, 3, 96, 96), &Device::Cpu).unwrap();
+        assert!(m.host);
+        let fast = m.encode_video(&x).unwrap();
+        m.host = false;
+        let generic = m.encode_video(&x).unwrap();
+        assert_eq!(fast.dims(), &[1, 16, 64]);
+        let d = max_diff(&fast, &generic);
+        assert!(d < 1e-4, "{d}");
     }
 
     #[test]

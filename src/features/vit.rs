@@ -3,13 +3,26 @@
 //! the MLP of the ViT blocks, chunked softmax attention and a recorder of intermediate
 //! tensors for the parity tests.
 //!
-//! Layouts follow PyTorch: activations are `(batch, tokens, channels)`, Linear weights are
-//! `(out, in)`, fused q/k/v projections are the three `(dim, dim)` blocks q, k, v stacked
-//! along the output axis, and heads are contiguous `head_dim` slices of each block.
+//! Layouts follow PyTorch: activations are `(batch, tokens, channels)`, checkpoint Linear
+//! weights are `(out, in)` (kept transposed in memory, see [`Linear`]), fused q/k/v
+//! projections are the three `(dim, dim)` blocks q, k, v stacked along the output axis, and
+//! heads are contiguous `head_dim` slices of each block.
+//!
+//! Each block has two forward passes with the same result: the generic one of candle ops
+//! (any device and dtype), and, for f32 weights on the CPU, a `*_host` one on plain `f32`
+//! buffers with the kernels of [`crate::cpu`]: the bias, the activation and the residual
+//! folded into the GEMMs, LayerNorm rows in parallel, attention read in place from the
+//! q/k/v projection and written with the heads merged. The towers run their blocks on one
+//! host buffer updated in place.
 
+use crate::cpu;
+use crate::cpu::attention::{OutRows, Problem, Rows};
+use crate::cpu::gemm::Weight;
+use crate::cpu::rows::Act;
+use crate::cpu::tensor::{HostF32, host_f32};
 use crate::error::{Error, Result};
 use candle_core::{CpuStorage, D, DType, Layout, Shape, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 use std::collections::HashMap;
 
 /// Records named intermediate tensors of a forward pass when switched on (parity tests,
@@ -87,14 +100,39 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+
+    /// On host f32 rows (the CPU fast path): a new buffer.
+    pub fn forward_host(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let (w, b) = (host(&self.weight)?, host(&self.bias)?);
+        let n = w.as_slice().len();
+        Ok(cpu::rows::layer_norm(
+            x,
+            n,
+            w.as_slice(),
+            b.as_slice(),
+            self.eps as f32,
+        ))
+    }
+}
+
+/// Borrow a weight for the CPU fast path (an error if it is not host f32: callers check
+/// [`host_ok`] when they build the model).
+pub fn host(t: &Tensor) -> Result<HostF32<'_>> {
+    host_f32(t).ok_or_else(|| Error::config("CPU fast path on a tensor that is not host f32"))
+}
+
+/// Whether the CPU f32 fast path applies to a model built with `vb`.
+pub fn host_ok(vb: &VarBuilder) -> bool {
+    crate::ops::fast_cpu_path(vb.device(), vb.dtype())
 }
 
 /// LayerNorm over the last dimension, with the variance computed in two passes (mean first,
 /// then the mean squared deviation), as PyTorch does, rather than as E[x²] − E[x]², which
 /// loses digits on activations with a large common offset (CLIP's residual stream has
-/// channels of several hundred). On the CPU in float32 one fused kernel does it; elsewhere
-/// (CUDA, bf16, or the generic kernels forced) the row mean is subtracted before candle's
-/// one-pass kernel, which then sees centred rows: the same numerics on every device.
+/// channels of several hundred). On the CPU in float32 one fused kernel does it (rows in
+/// parallel on the widest vector unit the host has, [`crate::cpu`]); elsewhere (CUDA, bf16,
+/// or the generic kernels forced) the row mean is subtracted before candle's one-pass
+/// kernel, which then sees centred rows: the same numerics on every device.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
     let x = x.contiguous()?;
     if crate::ops::fast_cpu_path(x.device(), x.dtype()) {
@@ -151,46 +189,77 @@ impl candle_core::CustomOp3 for TwoPassLayerNorm {
         if n == 0 || b.len() != n || xs.len() % n != 0 {
             candle_core::bail!("two-pass-layer-norm: shape mismatch")
         }
-        let mut out = vec![0f32; xs.len()];
-        for (row, dst) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            let mean = sum_f32(row) / n as f32;
-            let mut acc = [0f32; 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                for i in 0..8 {
-                    let d = c[i] - mean;
-                    acc[i] += d * d;
-                }
-            }
-            let mut var: f32 = chunks
-                .remainder()
-                .iter()
-                .map(|v| (v - mean) * (v - mean))
-                .sum();
-            var += acc.iter().sum::<f32>();
-            let inv = 1.0 / (var / n as f32 + self.eps).sqrt();
-            for i in 0..n {
-                dst[i] = (row[i] - mean) * inv * w[i] + b[i];
-            }
-        }
+        let out = cpu::rows::layer_norm(xs, n, &w, &b, self.eps);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
-fn sum_f32(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for i in 0..8 {
-            acc[i] += c[i];
-        }
+/// `nn.Linear` with its weight kept transposed, `Wᵀ (in, out)`: the layout the GEMM reads
+/// fastest (see [`cpu::gemm::Weight`]), transposed once at load time.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    w_t: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    /// From PyTorch's `(out, in)` weight.
+    pub fn new(w: Tensor, b: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            w_t: w.t()?.contiguous()?,
+            b,
+        })
     }
-    chunks.remainder().iter().sum::<f32>() + acc.iter().sum::<f32>()
+
+    pub fn out_dim(&self) -> usize {
+        self.w_t.dim(1).unwrap_or(0)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = crate::nn::matmul_last(&x.contiguous()?, &self.w_t)?;
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    /// Output columns `start..start + n` only (a new layer; copies that part).
+    pub fn cols(&self, start: usize, n: usize) -> Result<Self> {
+        Ok(Self {
+            w_t: self.w_t.narrow(1, start, n)?.contiguous()?,
+            b: self.b.as_ref().map(|b| b.narrow(0, start, n)).transpose()?,
+        })
+    }
+
+    /// `act(x Wᵀ + b)` for `rows` host rows (CPU fast path), output columns `cols` of the
+    /// layer (all of them with `0..out_dim`).
+    fn host(
+        &self,
+        x: &[f32],
+        rows: usize,
+        act: Act,
+        cols: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
+        let w = host(&self.w_t)?;
+        let (in_dim, out_dim) = self.w_t.dims2()?;
+        let b = self.b.as_ref().map(host).transpose()?;
+        Ok(cpu::gemm::linear(
+            x,
+            rows,
+            Weight::new(w.as_slice(), in_dim, out_dim).cols(cols.start, cols.len()),
+            b.as_ref().map(|b| &b.as_slice()[cols.clone()]),
+            act,
+            None,
+        ))
+    }
 }
 
 /// `nn.Linear(in, out)` loaded from `{weight, bias}`; weight `(out, in)`.
 pub fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(candle_nn::linear(in_dim, out_dim, vb)?)
+    Linear::new(
+        vb.get((out_dim, in_dim), "weight")?,
+        Some(vb.get(out_dim, "bias")?),
+    )
 }
 
 /// Activation of the MLPs.
@@ -205,7 +274,7 @@ pub enum Activation {
 impl Activation {
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         if crate::ops::fast_cpu_path(x.device(), x.dtype()) {
-            // one fused pass on all cores instead of candle's single-threaded unary maps
+            // one fused, vectorised pass on all cores instead of candle's unary maps
             return Ok(x
                 .contiguous()?
                 .apply_op1_no_bwd(&ParallelActivation(self))?);
@@ -216,14 +285,11 @@ impl Activation {
         })
     }
 
-    #[inline(always)]
-    fn f32(self, v: f32) -> f32 {
+    /// The CPU kernels' activation.
+    pub fn cpu(self) -> Act {
         match self {
-            Activation::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
-            Activation::GeluErf => {
-                0.5 * v
-                    * (1.0 + candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
-            }
+            Activation::QuickGelu => Act::QuickGelu,
+            Activation::GeluErf => Act::GeluErf,
         }
     }
 }
@@ -243,20 +309,8 @@ impl candle_core::CustomOp1 for ParallelActivation {
         let Some((a, b)) = l.contiguous_offsets() else {
             candle_core::bail!("parallel-activation: non-contiguous input")
         };
-        let src = &v[a..b];
-        let mut dst = vec![0f32; src.len()];
-        let threads = candle_core::utils::get_num_threads().max(1);
-        let chunk = src.len().div_ceil(threads).max(1 << 14);
-        let act = self.0;
-        std::thread::scope(|sc| {
-            for (i, o) in src.chunks(chunk).zip(dst.chunks_mut(chunk)) {
-                sc.spawn(move || {
-                    for (d, &x) in o.iter_mut().zip(i) {
-                        *d = act.f32(x);
-                    }
-                });
-            }
-        });
+        let mut dst = v[a..b].to_vec();
+        cpu::rows::act_par(&mut dst, self.0.cpu());
         Ok((CpuStorage::F32(dst), l.shape().clone()))
     }
 }
@@ -288,8 +342,35 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.fc1.forward(x)?;
         let h = self.act.forward(&h)?;
-        Ok(self.fc2.forward(&h)?)
+        self.fc2.forward(&h)
     }
+
+    /// CPU fast path: `y += fc2(act(fc1(x)))` for `rows` host rows (bias and activation
+    /// fused into the GEMMs, the residual accumulated in place).
+    pub fn add_host(&self, y: &mut [f32], x: &[f32], rows: usize) -> Result<()> {
+        let h = linear_host(&self.fc1, x, rows, self.act.cpu())?;
+        linear_add_host(&self.fc2, y, &h, rows)
+    }
+}
+
+/// `act(x Wᵀ + b)` on host rows (CPU fast path).
+pub fn linear_host(l: &Linear, x: &[f32], rows: usize, act: Act) -> Result<Vec<f32>> {
+    l.host(x, rows, act, 0..l.out_dim())
+}
+
+/// `y += x Wᵀ + b` on host rows (CPU fast path).
+pub fn linear_add_host(l: &Linear, y: &mut [f32], x: &[f32], rows: usize) -> Result<()> {
+    let w = host(&l.w_t)?;
+    let (in_dim, out_dim) = l.w_t.dims2()?;
+    let b = l.b.as_ref().map(host).transpose()?;
+    cpu::gemm::linear_add(
+        y,
+        x,
+        rows,
+        Weight::new(w.as_slice(), in_dim, out_dim),
+        b.as_ref().map(|b| b.as_slice()),
+    );
+    Ok(())
 }
 
 /// Largest number of attention scores materialised at once (elements), so that long batches
@@ -395,7 +476,7 @@ impl MultiheadAttention {
         let scale = 1.0 / ((dim / heads) as f64).sqrt();
         let (w, b) = fold_q_scale(&w, Some(&b), scale)?;
         Ok(Self {
-            in_proj: Linear::new(w, b),
+            in_proj: Linear::new(w, b)?,
             out_proj: linear(vb.pp("out_proj"), dim, dim)?,
             heads,
         })
@@ -406,18 +487,36 @@ impl MultiheadAttention {
         let qkv = self.in_proj.forward(x)?;
         let (q, k, v) = split_heads_qkv(&qkv, self.heads)?;
         let o = attention(&q, &k, &v, mask)?;
-        Ok(self.out_proj.forward(&merge_heads(&o, self.heads)?)?)
+        self.out_proj.forward(&merge_heads(&o, self.heads)?)
+    }
+
+    /// CPU fast path: `y += out_proj(attention(in_proj(x)))` for `b` sequences of `t` host
+    /// rows, causal (query i sees keys 0..=i) when asked.
+    pub fn add_host(
+        &self,
+        y: &mut [f32],
+        x: &[f32],
+        b: usize,
+        t: usize,
+        causal: bool,
+    ) -> Result<()> {
+        let c = self.out_proj.out_dim();
+        let qkv = linear_host(&self.in_proj, x, b * t, Act::None)?;
+        let o = self_attention_host(&qkv, b, t, self.heads, c, causal);
+        linear_add_host(&self.out_proj, y, &o, b * t)
     }
 
     /// Self-attention output of the first token only, `(B, 1, dim)`: the keys and values of
     /// all tokens but a single query (for layers whose other outputs are discarded).
     pub fn forward_first(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
-        let (w, bias) = (self.in_proj.weight(), self.in_proj.bias());
-        let bias = bias.ok_or_else(|| Error::config("in_proj without bias"))?;
+        if let Some(host) = cpu::tensor::host_f32(x) {
+            let o = self.first_host(host.as_slice(), b, t)?;
+            return Ok(Tensor::from_vec(o, (b, 1, c), &candle_core::Device::Cpu)?);
+        }
         let x0 = x.narrow(1, 0, 1)?;
-        let q = Linear::new(w.narrow(0, 0, c)?, Some(bias.narrow(0, 0, c)?)).forward(&x0)?;
-        let kv = Linear::new(w.narrow(0, c, 2 * c)?, Some(bias.narrow(0, c, 2 * c)?)).forward(x)?;
+        let q = self.in_proj.cols(0, c)?.forward(&x0)?;
+        let kv = self.in_proj.cols(c, 2 * c)?.forward(x)?;
         let dh = c / self.heads;
         let q = q
             .reshape((b, 1, self.heads, dh))?
@@ -435,8 +534,77 @@ impl MultiheadAttention {
         };
         let (k, v) = (part(0)?, part(1)?);
         let o = attention(&q, &k, &v, None)?;
-        Ok(self.out_proj.forward(&merge_heads(&o, self.heads)?)?)
+        self.out_proj.forward(&merge_heads(&o, self.heads)?)
     }
+
+    /// [`forward_first`](Self::forward_first) on host rows `(B, T, C)` → `(B, C)`: the q
+    /// projection of the first rows only, k/v of all rows, read in place by the attention.
+    fn first_host(&self, x: &[f32], b: usize, t: usize) -> Result<Vec<f32>> {
+        let c = self.out_proj.out_dim();
+        let d = c / self.heads;
+        let x0: Vec<f32> = x
+            .chunks_exact(t * c)
+            .flat_map(|s| &s[..c])
+            .copied()
+            .collect();
+        let q = self.in_proj.host(&x0, b, Act::None, 0..c)?;
+        let kv = self.in_proj.host(x, b * t, Act::None, c..3 * c)?;
+        let mut o = vec![0f32; b * c];
+        let mut problems = Vec::with_capacity(b * self.heads);
+        for bi in 0..b {
+            for h in 0..self.heads {
+                let kv0 = bi * t * 2 * c + h * d;
+                problems.push(Problem {
+                    q: Rows::new(&q, bi * c + h * d, 1, c, d),
+                    kv: vec![(
+                        Rows::new(&kv, kv0, t, 2 * c, d),
+                        Rows::new(&kv, kv0 + c, t, 2 * c, d),
+                    )],
+                    out: OutRows::new(&mut o, bi * c + h * d, 1, c, d),
+                    causal: None,
+                });
+            }
+        }
+        // SAFETY: rows from `q`, `kv` and `o`, which outlive the call; disjoint outputs
+        unsafe { cpu::attention::run(cpu::isa(), d, 1.0, &problems) };
+        drop(problems);
+        linear_host(&self.out_proj, &o, b, Act::None)
+    }
+}
+
+/// Multi-head self-attention on host rows of a fused projection `(B, T, 3·C)` (`[q | k | v]`
+/// column blocks, head `h` the columns `h·C/H..(h+1)·C/H` of each, q pre-scaled) →
+/// `(B, T, C)` with the heads merged; causal when asked (CPU fast path, [`cpu::attention`]).
+pub fn self_attention_host(
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    heads: usize,
+    c: usize,
+    causal: bool,
+) -> Vec<f32> {
+    let d = c / heads;
+    let mut out = vec![0f32; b * t * c];
+    let mut problems = Vec::with_capacity(b * heads);
+    for bi in 0..b {
+        let (base, obase) = (bi * t * 3 * c, bi * t * c);
+        for h in 0..heads {
+            let col = h * d;
+            problems.push(Problem {
+                q: Rows::new(qkv, base + col, t, 3 * c, d),
+                kv: vec![(
+                    Rows::new(qkv, base + c + col, t, 3 * c, d),
+                    Rows::new(qkv, base + 2 * c + col, t, 3 * c, d),
+                )],
+                out: OutRows::new(&mut out, obase + col, t, c, d),
+                causal: causal.then_some(0),
+            });
+        }
+    }
+    // SAFETY: the rows come from `qkv` and `out`, which outlive the call; every problem
+    // writes its own (sequence, head) columns of `out`
+    unsafe { cpu::attention::run(cpu::isa(), d, 1.0, &problems) };
+    out
 }
 
 /// `F.normalize(x, dim=-1)`: x / max(‖x‖₂, 1e-12), computed in float32.

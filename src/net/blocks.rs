@@ -375,6 +375,9 @@ pub fn merge_heads(out: &Tensor, start: usize, len: usize) -> Result<Tensor> {
 
 /// Scaled dot-product attention of `(B, H, N, D)` tensors → `(B, N, H·D)`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    if let Some(mut o) = ops::joint_attention_cpu(&[(q, k, v)], 1)? {
+        return Ok(o.remove(0));
+    }
     let n = q.dim(2)?;
     merge_heads(&attention_heads(q, k, v)?, 0, n)
 }
@@ -751,6 +754,23 @@ impl JointBlock {
             trace,
             &format!("{name}.text"),
         )?;
+        // CPU: no concatenation, and only the latent queries when the other streams' outputs
+        // are discarded (the last joint block)
+        let streams = [
+            (&xq.0, &xq.1, &xq.2),
+            (&cq.0, &cq.1, &cq.2),
+            (&tq.0, &tq.1, &tq.2),
+        ];
+        let n_out = if self.pre_only { 1 } else { 3 };
+        if let Some(outs) = ops::joint_attention_cpu(&streams, n_out)? {
+            let latent = self.latent_block.post_attention(latent, &outs[0], xm)?;
+            if self.pre_only {
+                return Ok((latent, clip_f.clone(), text_f.clone()));
+            }
+            let clip_f = self.clip_block.post_attention(clip_f, &outs[1], cm)?;
+            let text_f = self.text_block.post_attention(text_f, &outs[2], tm)?;
+            return Ok((latent, clip_f, text_f));
+        }
         let n_lat = latent.dim(1)?;
         let n_clip = clip_f.dim(1)?;
         let n_text = text_f.dim(1)?;

@@ -19,6 +19,8 @@
 //! Structure (fixed in the official code): ch_mult (1, 2, 4), 2 res blocks per level
 //! (3 in the decoder), attention only in the middle, one ×2 resampling level.
 
+mod fused;
+
 use crate::error::{Error, Result};
 use crate::vocoder::ops;
 use candle_core::{D, DType, Device, Tensor};
@@ -165,6 +167,11 @@ impl MpConv1d {
 
 /// Pixel norm over channels (dim 1): x / (1e−4 + ‖x‖/√C), the norm taken in f32.
 fn pixel_norm(x: &Tensor, dim: usize) -> Result<Tensor> {
+    if dim == 1
+        && let Some(y) = fused::pixel_norm(x)?
+    {
+        return Ok(y);
+    }
     let c = x.dim(dim)?;
     let xf = x.to_dtype(DType::F32)?;
     let norm = xf.sqr()?.sum_keepdim(dim)?.sqrt()?;
@@ -173,16 +180,25 @@ fn pixel_norm(x: &Tensor, dim: usize) -> Result<Tensor> {
 }
 
 fn mp_silu(x: &Tensor) -> Result<Tensor> {
+    if let Some(y) = fused::mp_silu(x)? {
+        return Ok(y);
+    }
     Ok((candle_nn::ops::silu(x)? / 0.596)?)
 }
 
 /// (a + t·(b − a)) / √((1−t)² + t²)
 fn mp_sum(a: &Tensor, b: &Tensor, t: f64) -> Result<Tensor> {
+    if let Some(y) = fused::mp_sum(a, b, t)? {
+        return Ok(y);
+    }
     let lerp = (a + ((b - a)? * t)?)?;
     Ok((lerp / ((1.0 - t) * (1.0 - t) + t * t).sqrt())?)
 }
 
 fn clamp_act(x: &Tensor) -> Result<Tensor> {
+    if let Some(y) = fused::clamp(x, CLIP_ACT)? {
+        return Ok(y);
+    }
     Ok(x.clamp(-CLIP_ACT, CLIP_ACT)?)
 }
 

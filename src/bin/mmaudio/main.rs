@@ -441,6 +441,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         bench::device_name(&opts.device),
         opts.dtype
     );
+    // which kernels run (AVX-512 / AVX2 / generic), for the record
+    println!("cpu: {}", mmaudio::cpu::describe());
     let reports = bench::run(&a.target, &opts)?;
     for r in &reports {
         println!("{}", r.summary());
