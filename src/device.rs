@@ -69,6 +69,23 @@ pub fn select_dtype(precision: &str, device: &Device) -> Result<DType> {
     }
 }
 
+static FAST_CPU: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Use the fast CPU float32 kernels where they apply (the default), or run every model
+/// through its generic candle-op path — the code a CUDA device runs, op for op — on the CPU
+/// as well. Process-wide; read when models are built (weights are laid out for the chosen
+/// path) and when layers run: set it before loading. `mmaudio parity --generic-kernels`,
+/// `mmaudio bench … --generic-kernels` and the tests use it to check on a CPU what a GPU
+/// computes.
+pub fn set_fast_cpu_kernels(on: bool) {
+    FAST_CPU.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// See [`set_fast_cpu_kernels`].
+pub fn fast_cpu_kernels() -> bool {
+    FAST_CPU.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Keep large freed buffers in the process heap instead of returning them to the kernel.
 ///
 /// The audio decoders allocate tens of large (≥ 32 MB at 44.1 kHz) activation buffers per

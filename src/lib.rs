@@ -39,6 +39,7 @@ pub mod model;
 pub mod model_dir;
 pub mod net;
 pub mod nn;
+pub mod opcount;
 pub mod ops;
 pub mod parity;
 pub mod request;

@@ -39,8 +39,22 @@ impl Linear {
         })
     }
 
+    /// From a weight already in the `(in, out)` layout (e.g. a view into a fused matrix).
+    pub fn from_transposed(w_t: Tensor, b: Option<Tensor>) -> Self {
+        Self { w_t, b }
+    }
+
     pub fn out_dim(&self) -> usize {
         self.w_t.dim(1).unwrap_or(0)
+    }
+
+    /// `Wᵀ`, `(in, out)`.
+    pub fn weight_t(&self) -> &Tensor {
+        &self.w_t
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.b.as_ref()
     }
 }
 
@@ -86,8 +100,9 @@ pub struct ChannelLastConv1d {
 /// The weight of a channel-last convolution in the layout its forward pass uses.
 #[derive(Debug, Clone)]
 enum ConvW {
-    /// `(k·in, out)`: row `j·in + c` is the official `weight[:, c, j]` (im2col + one matmul).
-    Im2col(Tensor),
+    /// `(k·in, out)`: row `j·in + c` is the official `weight[:, c, j]` (im2col + one matmul),
+    /// with the generic im2col's per-shape index and padding.
+    Im2col(Tensor, crate::ops::Im2colCache),
     /// Winograd F(m, 3) form `(α, in, out)` (k = 3, padding 1, CPU f32).
     Wino(Tensor, usize),
 }
@@ -97,13 +112,14 @@ impl ConvW {
     fn new(w: &Tensor, pad: usize) -> Result<Self> {
         let (out_dim, in_dim, k) = w.dims3()?;
         let m = crate::ops::net_winograd_tile();
-        if k == 3 && pad == 1 && m > 0 && w.device().is_cpu() && w.dtype() == DType::F32 {
+        if k == 3 && pad == 1 && m > 0 && crate::ops::fast_cpu_path(w.device(), w.dtype()) {
             return Ok(ConvW::Wino(crate::ops::winograd3_weight(w, m)?, m));
         }
         Ok(ConvW::Im2col(
             w.permute((2, 1, 0))?
                 .reshape((k * in_dim, out_dim))?
                 .contiguous()?,
+            Default::default(),
         ))
     }
 }
@@ -111,7 +127,14 @@ impl ConvW {
 /// Channel-last k-tap convolution with a prepared weight.
 fn conv_cl(x: &Tensor, w: &ConvW, k: usize, pad: usize) -> Result<Tensor> {
     match w {
-        ConvW::Im2col(w) => matmul_last(&unfold_time(x, k, pad)?, w),
+        ConvW::Im2col(w, cache) => {
+            let cols = if crate::ops::fast_cpu_path(x.device(), x.dtype()) {
+                unfold_time(x, k, pad)?
+            } else {
+                crate::ops::im2col_time_generic(x, k, pad, cache)?
+            };
+            matmul_last(&cols, w)
+        }
         ConvW::Wino(u, m) => match crate::ops::winograd3_cl(&x.contiguous()?, u, *m)? {
             Some(y) => Ok(y),
             None => candle_core::bail!(
@@ -206,27 +229,22 @@ impl Module for SwiGlu {
     }
 }
 
-/// LayerNorm over the last dim without affine parameters (`elementwise_affine=False`).
+/// LayerNorm over the last dim without affine parameters (`elementwise_affine=False`),
+/// computed stably on every device (see [`crate::ops::CenteredNorm`]).
 #[derive(Debug, Clone)]
-pub struct LayerNormNoAffine {
-    ones: Tensor,
-    zeros: Tensor,
-    eps: f32,
-}
+pub struct LayerNormNoAffine(crate::ops::CenteredNorm);
 
 impl LayerNormNoAffine {
     pub fn new(dim: usize, eps: f32, dtype: DType, device: &candle_core::Device) -> Result<Self> {
-        Ok(Self {
-            ones: Tensor::ones(dim, dtype, device)?,
-            zeros: Tensor::zeros(dim, dtype, device)?,
-            eps,
-        })
+        Ok(Self(crate::ops::CenteredNorm::new(
+            dim, eps, dtype, device,
+        )?))
     }
 }
 
 impl Module for LayerNormNoAffine {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&x.contiguous()?, &self.ones, &self.zeros, self.eps)
+        self.0.forward(x)
     }
 }
 

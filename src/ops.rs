@@ -27,9 +27,21 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     }
 }
 
+/// The fused CPU kernels apply: contiguous f32 CPU tensors, fast kernels enabled
+/// ([`crate::device::set_fast_cpu_kernels`]).
 fn fast(ts: &[&Tensor]) -> bool {
+    crate::device::fast_cpu_kernels() && cpu_f32_contiguous(ts)
+}
+
+fn cpu_f32_contiguous(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
+}
+
+/// Whether models built on `device` in `dtype` take the fast CPU kernels (weights laid out
+/// for them) rather than the generic path every device runs.
+pub fn fast_cpu_path(device: &Device, dtype: DType) -> bool {
+    crate::device::fast_cpu_kernels() && device.is_cpu() && dtype == DType::F32
 }
 
 /// Rows per rayon task: keep tasks around 16k floats.
@@ -70,16 +82,7 @@ pub fn im2col_time(x: &Tensor, k: usize, pad: usize) -> Result<Tensor> {
         .unwrap();
         return Tensor::from_vec(out, (b, n_out, k * c), &Device::Cpu);
     }
-    let xp = if pad > 0 {
-        let z = Tensor::zeros((b, pad, c), x.dtype(), x.device())?;
-        Tensor::cat(&[&z, x, &z], 1)?
-    } else {
-        x.contiguous()?
-    };
-    let views = (0..k)
-        .map(|j| xp.narrow(1, j, n_out)?.contiguous())
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::cat(&views, 2)
+    im2col_time_generic(x, k, pad, &Im2colCache::default())
 }
 
 /// `silu(h[..., :H]) · h[..., H:]` for `h (…, 2H)`.
@@ -156,12 +159,8 @@ pub fn ln_modulate(
         .unwrap();
         return Tensor::from_vec(out, (b, n, c), &Device::Cpu);
     }
-    let ones = Tensor::ones(c, x.dtype(), x.device())?;
-    let zeros = Tensor::zeros(c, x.dtype(), x.device())?;
-    let xn = candle_nn::ops::layer_norm(&x.contiguous()?, &ones, &zeros, eps)?;
-    let shift = m.narrow(D::Minus1, i_shift * c, c)?;
-    let scale = m.narrow(D::Minus1, i_scale * c, c)?;
-    xn.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)
+    let norm = CenteredNorm::new(c, eps, x.dtype(), x.device())?;
+    ln_modulate_generic(x, m, i_shift, i_scale, &norm, false)
 }
 
 /// `x + y · gate` with `gate` chunk `i_gate` of `m (B, 1 or N, K·C)`.
@@ -194,8 +193,7 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, m: &Tensor, i_gate: usize) -> Resu
         .unwrap();
         return Tensor::from_vec(out, (b, n, c), &Device::Cpu);
     }
-    let gate = m.narrow(D::Minus1, i_gate * c, c)?;
-    x + y.broadcast_mul(&gate)?
+    gated_residual_generic(x, y, m, i_gate)
 }
 
 /// Host copy of a RoPE table for the fused kernel: `cos`, `sin` as `(len, D/2)` row-major.
@@ -579,7 +577,9 @@ pub fn winograd3_weight(w: &Tensor, m: usize) -> Result<Tensor> {
 /// Winograd weights `u (α, C, H)`; `None` when the fast path does not apply.
 pub fn winograd3_cl(x: &Tensor, u: &Tensor, m: usize) -> Result<Option<Tensor>> {
     let Some(sc) = wino(m) else { return Ok(None) };
-    if !fast(&[x, u]) {
+    // the weights were laid out for this kernel when the model was built: run it whatever
+    // the process-wide kernel choice says now
+    if !cpu_f32_contiguous(&[x, u]) {
         return Ok(None);
     }
     let (b, n, c) = x.dims3()?;
@@ -661,5 +661,248 @@ unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn ptr(&self) -> *mut f32 {
         self.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generic paths: few, fat candle ops (what a GPU runs, one kernel launch per op)
+// ---------------------------------------------------------------------------------------------
+
+/// Key of the device tensors a generic im2col needs for one input shape.
+type Im2colKey = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    DType,
+    candle_core::DeviceLocation,
+);
+
+/// What the generic time im2col of one layer keeps between calls: the gather index and a
+/// zero-padded buffer of the input's shape (its end rows stay zero; each call copies the
+/// input into its middle in place). So a sampler step uploads, fills and allocates nothing
+/// for the padding — an upload from pageable host memory would also stall the GPU stream —
+/// and the padding is one copy instead of a three-piece `cat`. Shared by the clones of a
+/// layer; one entry (the last shape).
+#[derive(Debug, Clone, Default)]
+pub struct Im2colCache(std::sync::Arc<std::sync::Mutex<Option<Im2colAux>>>);
+
+/// The key, the gather index and the padded buffer (absent without padding).
+type Im2colAux = (Im2colKey, Tensor, Option<Tensor>);
+
+/// `[t + j for t in 0..n_out for j in 0..k]`: row `t` of the im2col gathers padded rows
+/// `t .. t + k`.
+fn im2col_index(n_out: usize, k: usize, device: &Device) -> Result<Tensor> {
+    let idx: Vec<u32> = (0..n_out)
+        .flat_map(|t| (0..k).map(move |j| (t + j) as u32))
+        .collect();
+    Tensor::from_vec(idx, n_out * k, device)
+}
+
+/// The time im2col as two ops: the input copied into the layer's zero-padded buffer, then
+/// one `index_select` of the padded rows, whose `(B, N_out·k, C)` result is the `(B, N_out,
+/// k·C)` im2col as it lies in memory. Same values as [`im2col_time`].
+pub fn im2col_time_generic(
+    x: &Tensor,
+    k: usize,
+    pad: usize,
+    cache: &Im2colCache,
+) -> Result<Tensor> {
+    if k == 1 && pad == 0 {
+        return x.contiguous();
+    }
+    let (b, n, c) = x.dims3()?;
+    let n_out = n + 2 * pad + 1 - k;
+    let key: Im2colKey = (b, n, c, k, pad, x.dtype(), x.device().location());
+    let x = x.contiguous()?;
+    // the lock is held until the gather is issued: the buffer is this call's until then
+    // (on a GPU both ops are queued in order on the device's stream)
+    let mut slot = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+    if !matches!(&*slot, Some((k0, _, _)) if *k0 == key) {
+        let idx = im2col_index(n_out, k, x.device())?;
+        let padded = if pad > 0 {
+            Some(Tensor::zeros((b, n + 2 * pad, c), x.dtype(), x.device())?)
+        } else {
+            None
+        };
+        *slot = Some((key, idx, padded));
+    }
+    let Some((_, idx, padded)) = &*slot else {
+        unreachable!("filled above")
+    };
+    let cols = match padded {
+        Some(p) => {
+            p.slice_set(&x, 1, pad)?;
+            crate::opcount::note_in_place(1);
+            p.index_select(idx, 1)?
+        }
+        None => x.index_select(idx, 1)?,
+    };
+    cols.reshape((b, n_out, k * c))
+}
+
+/// LayerNorm without affine parameters over the last dimension, numerically stable on every
+/// device. candle's LayerNorm kernels (CPU and CUDA alike) take the variance in one pass as
+/// E[x²] − E[x]², which loses the digits of activations with a large common offset; the
+/// official code (PyTorch) does not. Here the row mean — one matmul with a `(dim, 1)` column
+/// of `1/dim`, accumulated in f32 also for bf16 — is subtracted first, so the kernel sees
+/// centred rows and its one-pass variance is exact to rounding: two-pass numerics in three
+/// ops, with constants made once.
+#[derive(Debug, Clone)]
+pub struct CenteredNorm {
+    ones: Tensor,
+    zeros: Tensor,
+    /// `(dim, 1)`: `1/dim`
+    inv_n: Tensor,
+    eps: f32,
+}
+
+impl CenteredNorm {
+    pub fn new(dim: usize, eps: f32, dtype: DType, device: &Device) -> Result<Self> {
+        Ok(Self {
+            ones: Tensor::ones(dim, dtype, device)?,
+            zeros: Tensor::zeros(dim, dtype, device)?,
+            inv_n: Tensor::full(1.0 / dim as f32, (dim, 1), device)?.to_dtype(dtype)?,
+            eps,
+        })
+    }
+
+    /// `x − mean(x)` over the last dimension.
+    pub fn center(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let dims = x.dims();
+        let c = *dims.last().unwrap_or(&0);
+        let rows = x.elem_count() / c.max(1);
+        let mut mdims = dims.to_vec();
+        *mdims.last_mut().unwrap() = 1;
+        let mean = x.reshape((rows, c))?.matmul(&self.inv_n)?.reshape(mdims)?;
+        x.broadcast_sub(&mean)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm(&self.center(x)?, &self.ones, &self.zeros, self.eps)
+    }
+}
+
+/// Generic `LayerNorm(x)·(1 + scale) + shift` with `shift`/`scale` the chunks `i_shift`/
+/// `i_scale` (width `C`) of `m (B, 1 or N, K·C)`; when `one_added`, the scale chunk already
+/// holds `1 + scale` (the fused modulation of the generic network path adds it in its bias).
+pub fn ln_modulate_generic(
+    x: &Tensor,
+    m: &Tensor,
+    i_shift: usize,
+    i_scale: usize,
+    norm: &CenteredNorm,
+    one_added: bool,
+) -> Result<Tensor> {
+    let c = x.dim(D::Minus1)?;
+    let xn = norm.forward(x)?;
+    let shift = m.narrow(D::Minus1, i_shift * c, c)?;
+    let scale = m.narrow(D::Minus1, i_scale * c, c)?;
+    let scale = if one_added { scale } else { (scale + 1.0)? };
+    xn.broadcast_mul(&scale)?.broadcast_add(&shift)
+}
+
+/// Generic `x + y · gate` with `gate` chunk `i_gate` of `m (B, 1 or N, K·C)`.
+pub fn gated_residual_generic(x: &Tensor, y: &Tensor, m: &Tensor, i_gate: usize) -> Result<Tensor> {
+    let c = x.dim(D::Minus1)?;
+    let gate = m.narrow(D::Minus1, i_gate * c, c)?;
+    x + y.broadcast_mul(&gate)?
+}
+
+#[cfg(test)]
+mod generic_tests {
+    use super::*;
+
+    fn maxdiff(a: &Tensor, b: &Tensor) -> f64 {
+        (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    #[test]
+    fn generic_im2col_equals_the_fused_one() -> Result<()> {
+        let dev = Device::Cpu;
+        let cache = Im2colCache::default();
+        for (n, k, pad) in [
+            (9, 3, 1),
+            (9, 7, 3),
+            (9, 1, 0),
+            (9, 5, 0),
+            (4, 7, 3),
+            (9, 3, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1., (2, n, 6), &dev)?;
+            let g = im2col_time_generic(&x, k, pad, &cache)?;
+            let f = im2col_time(&x, k, pad)?;
+            assert_eq!(g.dims(), f.dims());
+            assert_eq!(maxdiff(&g, &f), 0.0, "n {n} k {k} pad {pad}");
+        }
+        Ok(())
+    }
+
+    /// Rows with a large common offset (as CLIP's residual stream has): candle's one-pass
+    /// LayerNorm loses most digits, the centred one matches the two-pass f64 formula.
+    #[test]
+    fn centered_norm_is_stable_with_offsets() -> Result<()> {
+        let dev = Device::Cpu;
+        let base = Tensor::arange(0f32, 2048f32, &dev)?.reshape((4, 512))?;
+        let x = ((base.sin()? * 0.5)? + 300.0)?;
+        let x64 = x.to_dtype(DType::F64)?;
+        let d = x64.broadcast_sub(&x64.mean_keepdim(D::Minus1)?)?;
+        let var = d.sqr()?.mean_keepdim(D::Minus1)?;
+        let want = d.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+        let norm = CenteredNorm::new(512, 1e-5, DType::F32, &dev)?;
+        let got = norm.forward(&x)?;
+        assert!(
+            maxdiff(&got, &want) < 2e-4,
+            "centred: {}",
+            maxdiff(&got, &want)
+        );
+        let ones = Tensor::ones(512, DType::F32, &dev)?;
+        let zeros = Tensor::zeros(512, DType::F32, &dev)?;
+        let one_pass = candle_nn::ops::layer_norm(&x, &ones, &zeros, 1e-5)?;
+        assert!(
+            maxdiff(&one_pass, &want) > 1e-2,
+            "candle's one-pass LayerNorm is expected to lose digits here: {}",
+            maxdiff(&one_pass, &want)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn generic_modulation_matches_the_fused_kernels() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 9, 6), &dev)?;
+        let norm = CenteredNorm::new(6, 1e-5, DType::F32, &dev)?;
+        for nm in [1, 9] {
+            let m = Tensor::randn(0f32, 1., (2, nm, 6 * 6), &dev)?;
+            let fast = ln_modulate(&x, &m, 3, 4, 1e-5)?;
+            let g = ln_modulate_generic(&x, &m, 3, 4, &norm, false)?;
+            assert!(maxdiff(&fast, &g) < 1e-5);
+            // the scale chunk with 1 added in advance
+            let c = 6;
+            let plus = Tensor::cat(
+                &[
+                    m.narrow(D::Minus1, 0, 4 * c)?,
+                    (m.narrow(D::Minus1, 4 * c, c)? + 1.0)?,
+                    m.narrow(D::Minus1, 5 * c, c)?,
+                ],
+                D::Minus1,
+            )?;
+            let g1 = ln_modulate_generic(&x, &plus, 3, 4, &norm, true)?;
+            assert!(maxdiff(&fast, &g1) < 1e-5);
+            let y = Tensor::randn(0f32, 1., (2, 9, 6), &dev)?;
+            let a = gated_residual(&x, &y, &m, 5)?;
+            let b = gated_residual_generic(&x, &y, &m, 5)?;
+            assert!(maxdiff(&a, &b) < 1e-6);
+        }
+        Ok(())
     }
 }

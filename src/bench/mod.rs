@@ -33,6 +33,8 @@ pub struct BenchOpts {
     pub frames: usize,
     /// Options of the whole-generator targets (`e2e`, `stream`).
     pub pipeline: pipeline::PipelineOpts,
+    /// `net`: also count the tensor operations of a sampler step (see [`crate::opcount`]).
+    pub count_ops: bool,
 }
 
 /// One measured item.

@@ -34,6 +34,9 @@ pub fn run(opts: &BenchOpts) -> Result<Vec<BenchReport>> {
     let params: usize = cfg_param_count(opts)?;
     let v = opts.variant.name();
     let mut reports = vec![];
+    if opts.count_ops {
+        reports.push(count_ops(&net, opts, lens, &mut randn)?);
+    }
 
     // 1. forward at batch 2
     let latent = randn(&[2, lens.latent, cfg.latent_dim])?;
@@ -110,4 +113,62 @@ fn cfg_param_count(opts: &BenchOpts) -> Result<usize> {
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum())
+}
+
+/// Tensor operations (≈ kernel launches on a GPU, see [`crate::opcount`]) of the sampling:
+/// the whole `generate_latents` with 1 and with 2 Euler steps (CFG batched), whose
+/// difference is one step and whose remainder the per-window part (conditions, empty
+/// conditions, time embeddings, unnormalise).
+fn count_ops(
+    net: &MmAudioNet,
+    opts: &BenchOpts,
+    lens: SeqLens,
+    randn: &mut dyn FnMut(&[usize]) -> Result<Tensor>,
+) -> Result<BenchReport> {
+    let cfg = &net.cfg;
+    let feats = FeatureSet {
+        clip: Some(randn(&[1, lens.clip, cfg.clip_dim])?),
+        sync: Some(randn(&[1, lens.sync, cfg.sync_dim])?),
+        text: Some(randn(&[1, cfg.text_seq_len, cfg.text_dim])?),
+        negative_text: None,
+    };
+    let x0 = randn(&[1, lens.latent, cfg.latent_dim])?;
+    let mut counts = vec![];
+    let mut times = vec![];
+    for steps in [1usize, 2] {
+        let sampler = EulerSampler::new(steps, 4.5);
+        // a first run outside the count fills the layers' per-shape caches
+        generate_latents(net, &sampler, &feats, lens, &x0, None, None)?;
+        let t = std::time::Instant::now();
+        let (r, n) = crate::opcount::count(|| {
+            generate_latents(net, &sampler, &feats, lens, &x0, None, None)
+        })
+        .map_err(crate::error::Error::config)?;
+        r?;
+        opts.device.synchronize()?;
+        times.push(t.elapsed().as_secs_f64());
+        counts.push(n.ops);
+    }
+    let per_step = counts[1] as i64 - counts[0] as i64;
+    let per_window = counts[0] as i64 - per_step;
+    let path = if crate::ops::fast_cpu_path(&opts.device, opts.dtype) {
+        "fast-cpu"
+    } else {
+        "generic"
+    };
+    let v = opts.variant.name();
+    eprintln!(
+        "ops {v} [{path} {:?}]: {per_step} per sampler step (cond + uncond batched), \
+         {per_window} per window besides the steps",
+        opts.dtype
+    );
+    Ok(BenchReport::new(
+        &format!("ops_{v}_sampling"),
+        "generate_latents with 1 and 2 Euler steps, tensor operations counted",
+        times,
+        opts,
+    )
+    .with("ops_per_step", per_step)
+    .with("ops_per_window_besides_steps", per_window)
+    .with("kernel_path", path))
 }

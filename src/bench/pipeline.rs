@@ -685,6 +685,7 @@ mod tests {
                 hop_s: 0.25,
                 ..Default::default()
             },
+            count_ops: false,
         }
     }
 

@@ -20,9 +20,15 @@ impl HostF32<'_> {
     }
 }
 
-/// Borrow `t`'s data if it is a contiguous f32 CPU tensor.
+/// Borrow `t`'s data if it is a contiguous f32 CPU tensor and the fast CPU kernels are on
+/// ([`crate::device::set_fast_cpu_kernels`]: off, every model runs its generic path, the
+/// code a GPU runs).
 pub fn host_f32(t: &Tensor) -> Option<HostF32<'_>> {
-    if !t.device().is_cpu() || t.dtype() != DType::F32 || !t.is_contiguous() {
+    if !crate::device::fast_cpu_kernels()
+        || !t.device().is_cpu()
+        || t.dtype() != DType::F32
+        || !t.is_contiguous()
+    {
         return None;
     }
     let (guard, layout) = t.storage_and_layout();
@@ -38,8 +44,11 @@ pub fn host_f32(t: &Tensor) -> Option<HostF32<'_>> {
     })
 }
 
-/// Whether every tensor is a contiguous f32 CPU tensor (the fast kernels apply).
+/// Whether every tensor is a contiguous f32 CPU tensor and the fast kernels are on (they
+/// apply).
 pub fn all_host_f32(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
+    crate::device::fast_cpu_kernels()
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
 }

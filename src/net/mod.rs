@@ -18,7 +18,7 @@ use crate::config::NetConfig;
 use crate::error::{Error, Result};
 use crate::nn::{ChannelLastConv1d, Linear, SwiGlu, selu};
 use crate::weights::WeightFile;
-use blocks::{AdaInput, FinalBlock, JointBlock, SingleBlock};
+use blocks::{AdaInput, FinalBlock, FusedAdaLn, JointBlock, SingleBlock};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use embed::TimestepEmbedder;
@@ -168,6 +168,12 @@ impl Conditions {
     }
 }
 
+/// Mean over `dim`, accumulated in f32 whatever the dtype (as PyTorch does for bf16/f16:
+/// candle's reductions accumulate in the tensor's own dtype), returned in `x`'s dtype.
+pub fn mean_f32(x: &Tensor, dim: usize) -> candle_core::Result<Tensor> {
+    x.to_dtype(DType::F32)?.mean(dim)?.to_dtype(x.dtype())
+}
+
 /// Source index of `torch.nn.functional.interpolate(mode='nearest-exact')` evaluated in f32:
 /// `min(floor((dst + 0.5) · (in / out)), in − 1)`.
 pub fn nearest_exact_indices(in_len: usize, out_len: usize) -> Vec<u32> {
@@ -207,6 +213,10 @@ pub struct MmAudioNet {
     empty_clip_feat: Tensor,
     /// `(1, sync_dim)`
     empty_sync_feat: Tensor,
+    /// Generic path: the adaLN projections of all blocks fed by `global_c` (CLIP and text
+    /// streams, final layer) and by `extended_c` (latent stream, fused blocks), each fused
+    /// into one matmul per step.
+    fused_ada: Option<(FusedAdaLn, FusedAdaLn)>,
     pub trace: Trace,
 }
 
@@ -244,12 +254,30 @@ impl MmAudioNet {
                 })
             };
         let joint_depth = cfg.joint_depth();
-        let joint_blocks = (0..joint_depth)
+        let mut joint_blocks = (0..joint_depth)
             .map(|i| JointBlock::load(vb.pp("joint_blocks").pp(i), cfg, i == joint_depth - 1))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let fused_blocks = (0..cfg.fused_depth)
+        let mut fused_blocks = (0..cfg.fused_depth)
             .map(|i| SingleBlock::load(vb.pp("fused_blocks").pp(i), cfg, false, 3))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut final_layer = FinalBlock::load(vb.pp("final_layer"), h, cfg.latent_dim)?;
+        let fused_ada = if crate::ops::fast_cpu_path(vb.device(), vb.dtype()) {
+            None
+        } else {
+            let mut global = Vec::new();
+            let mut extended = Vec::new();
+            for jb in joint_blocks.iter_mut() {
+                let (latent, clip, text) = jb.streams_mut();
+                extended.push(latent.ada_mut());
+                global.push(clip.ada_mut());
+                global.push(text.ada_mut());
+            }
+            for b in fused_blocks.iter_mut() {
+                extended.push(b.ada_mut());
+            }
+            global.push(final_layer.ada_mut());
+            Some((FusedAdaLn::fuse(global, h)?, FusedAdaLn::fuse(extended, h)?))
+        };
         let (max_period, freq_dim) = if v2 { (1.0, h) } else { (10_000.0, 256) };
         let f32vb = vb.clone().set_dtype(DType::F32);
         Ok(Self {
@@ -264,7 +292,7 @@ impl MmAudioNet {
             text_cond_proj: Linear::load(vb.pp("text_cond_proj"), h, h, true)?,
             global_cond_mlp: SwiGlu::load(vb.pp("global_cond_mlp"), h, mlp_h, 1, 0)?,
             sync_pos_emb: vb.get((1, 1, 8, cfg.sync_dim), "sync_pos_emb")?,
-            final_layer: FinalBlock::load(vb.pp("final_layer"), h, cfg.latent_dim)?,
+            final_layer,
             t_embed: TimestepEmbedder::load(vb.pp("t_embed"), h, freq_dim, max_period)?,
             joint_blocks,
             fused_blocks,
@@ -273,6 +301,7 @@ impl MmAudioNet {
             empty_string_feat: vb.get((cfg.text_seq_len, cfg.text_dim), "empty_string_feat")?,
             empty_clip_feat: vb.get((1, cfg.clip_dim), "empty_clip_feat")?,
             empty_sync_feat: vb.get((1, cfg.sync_dim), "empty_sync_feat")?,
+            fused_ada,
             trace: Trace::default(),
         })
     }
@@ -393,8 +422,8 @@ impl MmAudioNet {
             latent_len,
             &self.device,
         )?;
-        let clip_f_c = self.clip_cond_proj.forward(&clip_f.mean(1)?)?;
-        let text_f_c = self.text_cond_proj.forward(&text_f.mean(1)?)?;
+        let clip_f_c = self.clip_cond_proj.forward(&mean_f32(&clip_f, 1)?)?;
+        let text_f_c = self.text_cond_proj.forward(&mean_f32(&text_f, 1)?)?;
         let global_cond = self.global_cond_mlp.forward(&(&clip_f_c + &text_f_c)?)?;
         let (latent_rot, clip_rot) =
             RopeTable::pair(latent_len, clip_len, self.cfg.head_dim(), &self.device)?;
@@ -515,7 +544,7 @@ impl MmAudioNet {
         }
         // adaLN inputs, shared by all blocks of the step; the per-token one at the distinct
         // sync rows only (see `AdaInput`)
-        let extended_c = if c.sync_u.dim(1)? < n {
+        let mut extended_c = if c.sync_u.dim(1)? < n {
             AdaInput::new(
                 &global_c.broadcast_add(&c.sync_u)?,
                 Some(c.sync_idx.clone()),
@@ -524,7 +553,12 @@ impl MmAudioNet {
             // as many sync rows as latent rows, or more (very short clips): gather first
             AdaInput::new(&global_c.broadcast_add(&c.sync_f()?)?, None)?
         };
-        let global_c = AdaInput::new(&global_c, None)?;
+        let mut global_c = AdaInput::new(&global_c, None)?;
+        if let Some((g, e)) = &self.fused_ada {
+            // generic path: every block's modulation in one matmul per input
+            global_c = global_c.with_fused(g)?;
+            extended_c = extended_c.with_fused(e)?;
+        }
         let mut latent = latent;
         let mut clip_f = c.clip_f.clone();
         let mut text_f = c.text_f.clone();
@@ -671,4 +705,26 @@ pub fn random_weights(cfg: &NetConfig, seed: u64) -> Result<HashMap<String, Tens
         *s = ((s.abs()? * 10.0)? + 0.5)?;
     }
     Ok(sd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// candle sums bf16 in bf16: over many tokens the mean drifts (here it stalls at 256 of
+    /// 1024); the conditions' means accumulate in f32 as PyTorch's do.
+    #[test]
+    fn token_means_accumulate_in_f32() -> candle_core::Result<()> {
+        let x = Tensor::ones((1, 1024, 4), DType::BF16, &Device::Cpu)?;
+        let m = mean_f32(&x, 1)?;
+        assert_eq!(m.dtype(), DType::BF16);
+        let v: Vec<f32> = m.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        assert!(v.iter().all(|&v| v == 1.0), "{v:?}");
+        let plain: Vec<f32> = x.mean(1)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        assert!(
+            plain.iter().all(|&v| (v - 1.0).abs() > 0.1),
+            "candle's bf16 mean was expected to drift: {plain:?}"
+        );
+        Ok(())
+    }
 }

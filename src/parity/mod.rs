@@ -79,8 +79,12 @@ pub fn missing_fixtures_help(dir: &Path) -> String {
 pub struct Options {
     pub device: Device,
     pub dtype: DType,
-    /// Only cases whose name contains this, or whose kind equals it.
+    /// Only cases whose name contains this, or whose kind equals it; several such filters
+    /// may be given separated by commas (a case matching any of them runs).
     pub filter: Option<String>,
+    /// Run every model through its generic path (the code a GPU runs), not the fast CPU f32
+    /// kernels ([`crate::device::set_fast_cpu_kernels`], process-wide for the run).
+    pub generic_kernels: bool,
 }
 
 impl Default for Options {
@@ -89,8 +93,19 @@ impl Default for Options {
             device: Device::Cpu,
             dtype: DType::F32,
             filter: None,
+            generic_kernels: false,
         }
     }
+}
+
+/// Whether a case passes [`Options::filter`]: one of the comma-separated parts is a
+/// substring of its name or equals its kind.
+pub fn filter_matches(filter: &str, name: &str, kind: &str) -> bool {
+    filter
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .any(|f| name.contains(f) || kind == f)
 }
 
 /// The result of one case.
@@ -133,6 +148,21 @@ pub fn run_dir(
         .filter(|p| p.join("case.json").is_file())
         .collect();
     case_dirs.sort();
+    let fast_before = crate::device::fast_cpu_kernels();
+    if opts.generic_kernels {
+        crate::device::set_fast_cpu_kernels(false);
+    }
+    let sum = run_cases(dir, case_dirs, opts, &mut on_line);
+    crate::device::set_fast_cpu_kernels(fast_before);
+    sum
+}
+
+fn run_cases(
+    dir: &Path,
+    case_dirs: Vec<PathBuf>,
+    opts: &Options,
+    on_line: &mut impl FnMut(&str),
+) -> anyhow::Result<Summary> {
     let reduced = opts.dtype != DType::F32;
     let mut sum = Summary {
         dir: dir.to_owned(),
@@ -154,8 +184,7 @@ pub fn run_dir(
             }
         };
         if let Some(f) = &opts.filter
-            && !case.name.contains(f.as_str())
-            && case.kind != *f
+            && !filter_matches(f, &case.name, &case.kind)
         {
             continue;
         }
@@ -285,8 +314,13 @@ pub fn run_dir(
         on_line(&r.line);
         sum.cases.push(r);
     }
+    let path = if opts.generic_kernels {
+        ", generic kernels"
+    } else {
+        ""
+    };
     on_line(&format!(
-        "parity summary: {} ran, {} failed, {} skipped ({} {})",
+        "parity summary: {} ran, {} failed, {} skipped ({} {}{path})",
         sum.ran, sum.failed, sum.skipped, sum.device, sum.dtype
     ));
     Ok(sum)

@@ -25,7 +25,7 @@
 use crate::cpu::rows::axpy;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Taps of the Kaiser-sinc anti-aliasing filters (official `Activation1d` default).
 pub const AA_KERNEL: usize = 12;
@@ -37,17 +37,9 @@ const UP_CROP: usize = UP_PAD * 2 + (AA_KERNEL - 2) / 2;
 const DOWN_PAD_LEFT: usize = AA_KERNEL / 2 - 1;
 const DOWN_PAD_RIGHT: usize = AA_KERNEL / 2;
 
-static FAST_CPU: AtomicBool = AtomicBool::new(true);
-
-/// Enable or disable the fast CPU f32 kernels (default: enabled). Read when weights and
-/// activations are prepared, i.e. when a model is built: set it before loading.
-pub fn set_fast_cpu_kernels(on: bool) {
-    FAST_CPU.store(on, Ordering::Relaxed);
-}
-
-pub fn fast_cpu_kernels() -> bool {
-    FAST_CPU.load(Ordering::Relaxed)
-}
+/// The process-wide choice between the fast CPU f32 kernels (default) and the generic
+/// ones; read when weights and activations are prepared, i.e. when a model is built.
+pub use crate::device::{fast_cpu_kernels, set_fast_cpu_kernels};
 
 pub use crate::device::tune_allocator;
 
@@ -1191,6 +1183,119 @@ pub struct AntiAliasAct {
     pub up_filter: Tensor,
     pub down_filter: Tensor,
     cpu: Option<FusedAct>,
+    /// The generic path's block-Toeplitz form of the two filters.
+    poly: Polyphase,
+}
+
+/// Input samples per row of the polyphase GEMMs.
+const POLY_P: usize = 16;
+
+/// Gather indices of the replicate paddings for one input length.
+type PolyIndices = (usize, candle_core::DeviceLocation, Tensor, Tensor);
+
+/// The ×2 upsampler and ×2 downsampler of `Activation1d` as GEMMs on blocks of the signal,
+/// for the generic (non-CPU) path: no `[B·C, 1, T]` single-channel convolution, whose CUDA
+/// im2col/col2im buffers hold 12 copies of the signal, and no 2× signal beyond the one
+/// Snake needs.
+///
+/// Upsampler, per output phase φ with `xq[i] = x[clamp(i − 3)]` (the replicate padding):
+///   u[2r + φ] = Σ_{j=0..6} A[j][φ] · xq[r + j],  A[j][0] = 2 f[11 − 2j] (j ≤ 5),
+///   A[j][1] = 2 f[12 − 2j] (j ≥ 1), the others 0.
+/// With the padded signal cut in rows of P samples, output block b (2P samples) reads rows
+/// b and b + 1: one GEMM `(rows, P) · (P, 4P)` gives every row's contribution to its own
+/// block (first 2P columns) and to the block before (last 2P), and one add of two shifted
+/// views sums them. Downsampler alike with `zp[i] = z[clamp(i − 5)]`:
+///   out[t] = Σ_{i=0..11} g[i] · zp[2t + i],
+/// on rows of 2P samples with a `(2P, 2P)` matrix. The gathers that pad are one
+/// `index_select` each, with indices kept per input length.
+#[derive(Debug, Clone)]
+struct Polyphase {
+    /// `(P, 4P)` f32
+    up: Tensor,
+    /// `(2P, 2P)` f32
+    down: Tensor,
+    indices: std::sync::Arc<std::sync::Mutex<Option<PolyIndices>>>,
+}
+
+impl Polyphase {
+    fn new(up: &Tensor, down: &Tensor) -> candle_core::Result<Self> {
+        let f: Vec<f32> = up.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let g: Vec<f32> = down.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        if f.len() != AA_KERNEL || g.len() != AA_KERNEL {
+            candle_core::bail!("anti-aliased activation: filters must have {AA_KERNEL} taps");
+        }
+        let p = POLY_P;
+        let dev = up.device();
+        // upsampler taps A[j][φ]
+        let a = |j: usize, phi: usize| -> f32 {
+            match phi {
+                0 if j <= 5 => 2.0 * f[11 - 2 * j],
+                1 if j >= 1 => 2.0 * f[12 - 2 * j],
+                _ => 0.0,
+            }
+        };
+        // (2P × 2P) block matrix over rows b, b + 1, laid out as [rows of b | rows of b + 1]
+        // side by side: (P, 4P), column block 0 = from row b, 1 = from row b + 1
+        let mut mu = vec![0f32; p * 4 * p];
+        for s in 0..p {
+            for phi in 0..2 {
+                for j in 0..7 {
+                    let i = s + j; // input sample of the two-row window
+                    let (row, blk) = (i % p, i / p);
+                    mu[row * 4 * p + blk * 2 * p + 2 * s + phi] = a(j, phi);
+                }
+            }
+        }
+        let mut md = vec![0f32; 2 * p * 2 * p];
+        for s in 0..p {
+            for (i, &gi) in g.iter().enumerate() {
+                let q = 2 * s + i;
+                let (row, blk) = (q % (2 * p), q / (2 * p));
+                md[row * 2 * p + blk * p + s] = gi;
+            }
+        }
+        Ok(Self {
+            up: Tensor::from_vec(mu, (p, 4 * p), dev)?,
+            down: Tensor::from_vec(md, (2 * p, 2 * p), dev)?,
+            indices: Default::default(),
+        })
+    }
+
+    /// `xq` and `zp` gather indices for inputs of length `t` (made once per length).
+    fn indices(
+        &self,
+        t: usize,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut slot = self.indices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t0, loc, iu, id)) = &*slot
+            && *t0 == t
+            && *loc == dev.location()
+        {
+            return Ok((iu.clone(), id.clone()));
+        }
+        let p = POLY_P;
+        let nb = t.div_ceil(p);
+        let clamp = |i: usize, off: usize, len: usize| i.saturating_sub(off).min(len - 1) as u32;
+        let iu: Vec<u32> = (0..(nb + 1) * p).map(|i| clamp(i, 3, t)).collect();
+        let id: Vec<u32> = (0..(nb + 1) * 2 * p).map(|i| clamp(i, 5, 2 * t)).collect();
+        let iu = Tensor::from_vec(iu, (nb + 1) * p, dev)?;
+        let id = Tensor::from_vec(id, (nb + 1) * 2 * p, dev)?;
+        *slot = Some((t, dev.location(), iu.clone(), id.clone()));
+        Ok((iu, id))
+    }
+
+    /// Rows `(R, nb + 1, w)` times `(w, 2W)`, then row b's first W columns plus row b + 1's
+    /// last W: `(R, nb, W)`.
+    fn apply(rows: &Tensor, m: &Tensor, nb: usize) -> candle_core::Result<Tensor> {
+        let (r, n1, w) = rows.dims3()?;
+        let ww = m.dim(1)? / 2;
+        let y = rows
+            .reshape((r * n1, w))?
+            .matmul(m)?
+            .reshape((r, n1, 2 * ww))?;
+        y.narrow(1, 0, nb)?.narrow(2, 0, ww)? + y.narrow(1, 1, nb)?.narrow(2, ww, ww)?
+    }
 }
 
 impl AntiAliasAct {
@@ -1209,11 +1314,13 @@ impl AntiAliasAct {
         } else {
             None
         };
+        let poly = Polyphase::new(&up_filter, &down_filter)?;
         Ok(Self {
             snake,
             up_filter,
             down_filter,
             cpu,
+            poly,
         })
     }
 
@@ -1225,7 +1332,33 @@ impl AntiAliasAct {
         {
             return x.contiguous()?.apply_op1_no_bwd(op);
         }
-        self.forward_generic(x)
+        self.forward_polyphase(x)
+    }
+
+    /// The generic path (every device): upsample, Snake and downsample as two gathers, two
+    /// block GEMMs with their adds and Snake's five element-wise ops, with no buffer larger
+    /// than 4 × the signal (see [`Polyphase`]). Same values as [`Self::forward_generic`] up
+    /// to float summation order.
+    pub fn forward_polyphase(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, t) = x.dims3()?;
+        if t == 0 {
+            return Ok(x.clone());
+        }
+        let p = POLY_P;
+        let nb = t.div_ceil(p);
+        let (iu, id) = self.poly.indices(t, x.device())?;
+        let dt = x.dtype();
+        let (mu, md) = (self.poly.up.to_dtype(dt)?, self.poly.down.to_dtype(dt)?);
+        let xq = x
+            .contiguous()?
+            .index_select(&iu, 2)?
+            .reshape((b * c, nb + 1, p))?;
+        let u = Polyphase::apply(&xq, &mu, nb)?.reshape((b, c, nb * 2 * p))?;
+        // Snake over the whole blocks (beyond 2T: the replicate-padded tail, finite, unused)
+        let z = snake_generic(&u, &self.snake)?;
+        let zp = z.index_select(&id, 2)?.reshape((b * c, nb + 1, 2 * p))?;
+        let y = Polyphase::apply(&zp, &md, nb)?.reshape((b, c, nb * p))?;
+        y.narrow(2, 0, t)?.contiguous()
     }
 
     /// The same through generic candle ops, exposing the intermediates.
@@ -1665,6 +1798,27 @@ mod tests {
             errs.iter().filter(|e| e.0 >= 2e-2).count()
         );
         assert!(errs.iter().all(|e| e.1 <= LARGE_ARG_ULPS));
+    }
+
+    #[test]
+    fn polyphase_activation_matches_generic() {
+        let mut rng = crate::rng::Rng::new(0x9017_9a5e);
+        let a = act(3, &mut rng);
+        for t in [1usize, 2, 5, 6, 7, 15, 16, 17, 33, 1023, 1024, 2053, 5000] {
+            let x = seeded(&mut rng, &[2, 3, t], 3.0);
+            let poly = a.forward_polyphase(&x).unwrap();
+            let generic = a.forward_generic(&x).unwrap();
+            assert_eq!(poly.dims(), &[2, 3, t]);
+            let e = max_diff(&poly, &generic);
+            assert!(e < 2e-5, "T={t}: {e}");
+        }
+        // the gather indices follow the length (cached per length)
+        let x = seeded(&mut rng, &[1, 3, 40], 1.0);
+        let e = max_diff(
+            &a.forward_polyphase(&x).unwrap(),
+            &a.forward_generic(&x).unwrap(),
+        );
+        assert!(e < 2e-5, "{e}");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! max_abs=<x> max_rel=<y> ...` or `... FAIL <why>`. A missing fixture folder FAILS, unless
 //! `MMAUDIO_PARITY_SKIP=1` says that skipping is intended (CI sets nothing). An unknown kind
 //! and a golden tensor the port did not produce are failures too. `MMAUDIO_PARITY_FILTER`
-//! selects cases by name substring or kind.
+//! selects cases by name substring or kind. Every case runs twice: on the fast CPU kernels
+//! and on the generic path of each model (`--generic-kernels`, the code a GPU runs), with
+//! the same tolerances.
 //!
 //! `cargo test --release --test parity -- --nocapture`
 
@@ -18,7 +20,13 @@ fn skip_intended() -> bool {
     std::env::var("MMAUDIO_PARITY_SKIP").is_ok_and(|v| v == "1")
 }
 
+/// The kernel choice is process-wide: the test functions of this file take turns.
+static KERNEL_CHOICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(dir: &Path) {
+    let _turn = KERNEL_CHOICE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !dir.is_dir() {
         assert!(
             skip_intended(),
@@ -41,6 +49,24 @@ fn run(dir: &Path) {
         sum.ran > 0 || opts.filter.is_some(),
         "fixture folder {} exists but no case ran",
         dir.display()
+    );
+
+    // the same cases through the generic path of every model (what a GPU runs), with the
+    // same f32 tolerances; in the same test function because the kernel choice is
+    // process-wide
+    let generic = Options {
+        generic_kernels: true,
+        ..opts.clone()
+    };
+    let sum = run_dir(dir, &generic, |l| println!("{l}")).expect("reading the parity folder");
+    assert!(
+        sum.failed == 0,
+        "{} parity case(s) failed through the generic kernels",
+        sum.failed
+    );
+    assert!(
+        mmaudio::device::fast_cpu_kernels(),
+        "kernel choice not restored"
     );
 }
 

@@ -6,6 +6,11 @@ use mmaudio::bench::{self, BenchOpts};
 use mmaudio::{Mode, Variant};
 use std::path::PathBuf;
 
+/// The system allocator, watched only inside `--count-ops` measurements (see
+/// `mmaudio::opcount`).
+#[global_allocator]
+static ALLOC: mmaudio::opcount::CountingAlloc = mmaudio::opcount::CountingAlloc;
+
 #[cfg(feature = "gst")]
 mod commands;
 #[cfg(feature = "gst")]
@@ -66,12 +71,17 @@ struct ParityArgs {
     /// f32 (checks the tolerances) or f16/bf16 (reports the errors against the f32 goldens).
     #[arg(long, default_value = "f32")]
     precision: String,
-    /// Only cases whose name contains this or whose kind equals it.
+    /// Only cases whose name contains this or whose kind equals it (several, comma-separated:
+    /// a case matching any of them runs).
     #[arg(long)]
     filter: Option<String>,
     /// Also write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run every model through its generic path (the code a GPU runs) instead of the fast
+    /// CPU f32 kernels, with the same tolerances.
+    #[arg(long)]
+    generic_kernels: bool,
 }
 
 #[derive(clap::Args)]
@@ -211,6 +221,12 @@ struct BenchArgs {
     /// stream: deliver frames at their presentation times (live pacing).
     #[arg(long)]
     realtime: bool,
+    /// net: also count the tensor operations (≈ GPU kernel launches) per sampler step.
+    #[arg(long)]
+    count_ops: bool,
+    /// Run the generic path (the code a GPU runs) instead of the fast CPU f32 kernels.
+    #[arg(long)]
+    generic_kernels: bool,
     /// stream: switch the generator's CLIP/Synchformer feature caches off.
     #[arg(long)]
     no_feature_cache: bool,
@@ -279,6 +295,7 @@ fn cmd_parity(a: ParityArgs) -> Result<()> {
         device,
         dtype,
         filter: a.filter,
+        generic_kernels: a.generic_kernels,
     };
     let sum = mmaudio::parity::run_dir(&dir, &opts, |l| println!("{l}"))?;
     if let Some(p) = a.json {
@@ -394,6 +411,9 @@ fn cmd_check_weights(a: CheckWeightsArgs) -> Result<()> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
+    if a.generic_kernels {
+        mmaudio::device::set_fast_cpu_kernels(false);
+    }
     let device = mmaudio::device::select_device(&a.device)?;
     let dtype = mmaudio::device::select_dtype(&a.precision, &device)?;
     let stream_mode = match (a.target.as_str(), &a.mode) {
@@ -431,6 +451,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             text_only: a.text_only,
             batch_windows: a.batch_windows,
         },
+        count_ops: a.count_ops,
     };
     eprintln!(
         "bench {}: {} on {} in {:?}",

@@ -171,6 +171,7 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
     ops::set_im2col_max_cin(128);
     chk.close("mel[winograd F(2,3)]", &wino?, &golden["mel"], tol)?;
 
+    let fast_before = ops::fast_cpu_kernels();
     ops::set_fast_cpu_kernels(false);
     let generic = load(
         case,
@@ -180,7 +181,7 @@ pub fn run_decoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         VaeWeights::Raw,
     )
     .and_then(|v| Ok(v.decode(z)?));
-    ops::set_fast_cpu_kernels(true);
+    ops::set_fast_cpu_kernels(fast_before);
     chk.close("mel[generic kernels]", &generic?, &golden["mel"], tol)?;
     Ok(Outcome::Ran)
 }
@@ -231,6 +232,7 @@ pub fn run_encoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         case.tol("moments", true),
     )?;
 
+    let fast_before = ops::fast_cpu_kernels();
     ops::set_fast_cpu_kernels(false);
     let generic = load(
         case,
@@ -240,7 +242,7 @@ pub fn run_encoder(case: &Case, chk: &mut Checker) -> Result<Outcome> {
         VaeWeights::Raw,
     )
     .and_then(|v| Ok(v.encode(mel)?));
-    ops::set_fast_cpu_kernels(true);
+    ops::set_fast_cpu_kernels(fast_before);
     chk.close(
         "moments[generic kernels]",
         &generic?.moments,

@@ -166,9 +166,10 @@ fn run(case: &Case, chk: &mut Checker, v2: bool) -> Result<Outcome> {
     ops::set_im2col_max_cin(128);
 
     // generic kernels (what CUDA / f16 / bf16 run)
+    let fast_before = ops::fast_cpu_kernels();
     ops::set_fast_cpu_kernels(false);
     let generic = load(case, &cfg, &case.weights_path()?).and_then(|m| Ok(m.forward(mel)?));
-    ops::set_fast_cpu_kernels(true);
+    ops::set_fast_cpu_kernels(fast_before);
     chk.close("wav[generic kernels]", &generic?, &golden["wav"], tol_wav)?;
     Ok(Outcome::Ran)
 }
