@@ -336,6 +336,7 @@ mod tests {
             device: Device::Cpu,
             dtype: DType::F32,
             frames: 1,
+            count_ops: false,
             pipeline: PipelineOpts {
                 tiny: true,
                 width: 32,
