@@ -360,20 +360,10 @@ impl ContinuationAssembler {
     /// included (when the last window was planned before the end was known), and resets
     /// for a new stream.
     pub fn finish(&mut self, total: u64) -> Result<Chunk> {
-        let left = self.tail.len() as u64;
-        let chunk = Chunk {
-            origin: self.origin,
-            offset: self.emitted,
-            samples: std::mem::take(&mut self.tail),
-        };
-        let emitted = self.emitted + left;
+        let (origin, emitted) = (self.origin, self.emitted);
+        let tail = std::mem::take(&mut self.tail);
         self.reset();
-        if emitted != total {
-            return Err(Error::input(format!(
-                "stream ended after {emitted} samples, expected {total} (a window is missing)"
-            )));
-        }
-        Ok(chunk)
+        super::final_chunk(origin, emitted, tail, total)
     }
 }
 
@@ -382,27 +372,9 @@ mod tests {
     use super::*;
     use crate::generator::AudioGenerator;
     use crate::request::{Cancel, GenerationParams, WindowRequest};
+    use crate::window::test_frames::cfr;
     use crate::window::*;
     use std::sync::Arc;
-
-    fn frame(pts: u64, duration: Option<u64>) -> TimedFrame {
-        TimedFrame {
-            pts,
-            duration,
-            width: 2,
-            height: 2,
-            data: Arc::new(pts.to_le_bytes().to_vec()),
-            prepared: None,
-            source: None,
-        }
-    }
-
-    fn cfr(t0: u64, n: u64, num: u64, den: u64) -> Vec<TimedFrame> {
-        let ts = |i: u64| (i as u128 * den as u128 * NS_PER_S as u128 / num as u128) as u64;
-        (0..n)
-            .map(|i| frame(t0 + ts(i), Some(ts(i + 1) - ts(i))))
-            .collect()
-    }
 
     /// `0.5 · sin(2π·220·t)` at the absolute time of each sample: every window decodes
     /// the same samples identically, as two decodes of the same latents ideally would.

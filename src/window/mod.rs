@@ -80,6 +80,48 @@ use crate::request::{Cancel, Continuation, GenerationParams};
 use crate::request::{VideoFrame, WindowRequest};
 use std::sync::Arc;
 
+/// The last chunk of a stream: the `tail` held back after `emitted` samples, which must
+/// bring the stream to exactly `total` samples (both assemblers' `finish`).
+fn final_chunk(origin: u64, emitted: u64, tail: Vec<f32>, total: u64) -> Result<Chunk> {
+    let ended = emitted + tail.len() as u64;
+    if ended != total {
+        return Err(Error::input(format!(
+            "stream ended after {ended} samples, expected {total} (a window is missing)"
+        )));
+    }
+    Ok(Chunk {
+        origin,
+        offset: emitted,
+        samples: tail,
+    })
+}
+
+/// Frames for the engine's unit tests.
+#[cfg(test)]
+mod test_frames {
+    use super::*;
+
+    pub fn frame(pts: u64, duration: Option<u64>) -> TimedFrame {
+        TimedFrame {
+            pts,
+            duration,
+            width: 2,
+            height: 2,
+            data: Arc::new(pts.to_le_bytes().to_vec()),
+            prepared: None,
+            source: None,
+        }
+    }
+
+    /// `n` frames at `num/den` fps from `t0` (ns), each with its duration.
+    pub fn cfr(t0: u64, n: u64, num: u64, den: u64) -> Vec<TimedFrame> {
+        let ts = |i: u64| (i as u128 * den as u128 * NS_PER_S as u128 / num as u128) as u64;
+        (0..n)
+            .map(|i| frame(t0 + ts(i), Some(ts(i + 1) - ts(i))))
+            .collect()
+    }
+}
+
 pub mod continuation;
 pub mod crossfade;
 pub mod planner;

@@ -549,26 +549,8 @@ mod tests {
     use super::*;
     use crate::config::MIN_DURATION_S;
     use crate::features::frames::plan_frames;
+    use crate::window::test_frames::{cfr, frame};
     use crate::window::{ContinuationConfig, WindowConfig};
-
-    fn frame(pts: u64, duration: Option<u64>) -> TimedFrame {
-        TimedFrame {
-            pts,
-            duration,
-            width: 2,
-            height: 2,
-            data: Arc::new(pts.to_le_bytes().to_vec()),
-            prepared: None,
-            source: None,
-        }
-    }
-
-    fn cfr(t0: u64, n: u64, num: u64, den: u64) -> Vec<TimedFrame> {
-        let ts = |i: u64| (i as u128 * den as u128 * NS_PER_S as u128 / num as u128) as u64;
-        (0..n)
-            .map(|i| frame(t0 + ts(i), Some(ts(i + 1) - ts(i))))
-            .collect()
-    }
 
     /// The ids of the frames MMAudio's sampling picks in each window (8 fps, 25 fps), and
     /// whether each picked frame carries the plane it is picked for.

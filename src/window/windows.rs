@@ -231,20 +231,10 @@ impl WindowsAssembler {
     /// End of the stream after exactly `total` samples: emits what is left (the tail of a
     /// last window that was planned as full) and resets for a new stream.
     pub fn finish(&mut self, total: u64) -> Result<Chunk> {
-        let left = self.tail.len() as u64;
-        let chunk = Chunk {
-            origin: self.origin,
-            offset: self.emitted,
-            samples: std::mem::take(&mut self.tail),
-        };
-        let emitted = self.emitted + left;
+        let (origin, emitted) = (self.origin, self.emitted);
+        let tail = std::mem::take(&mut self.tail);
         self.reset();
-        if emitted != total {
-            return Err(Error::input(format!(
-                "stream ended after {emitted} samples, expected {total} (a window is missing)"
-            )));
-        }
-        Ok(chunk)
+        super::final_chunk(origin, emitted, tail, total)
     }
 }
 
