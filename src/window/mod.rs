@@ -446,3 +446,29 @@ pub fn render(
     run(items, &mut out)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both assemblers end a stream the same way: the held tail, exactly the stream's length,
+    /// else an error saying a window is missing; either way they are ready for a new stream.
+    #[test]
+    fn finish_checks_the_stream_length_in_both_modes() {
+        let windows = EngineConfig::Windows(WindowConfig::from_millis(16000, 8000, 1000).unwrap());
+        let continuation = EngineConfig::Continuation(
+            ContinuationConfig::from_millis(16000, 512, 8000, 1000).unwrap(),
+        );
+        for cfg in [windows, continuation] {
+            let mut a = Assembler::new(cfg);
+            let err = a.finish(5).unwrap_err().to_string();
+            assert!(
+                err.contains("ended after 0 samples, expected 5 (a window is missing)"),
+                "{err}"
+            );
+            assert_eq!(a.emitted(), 0);
+            let chunk = a.finish(0).unwrap();
+            assert_eq!((chunk.offset, chunk.samples.len()), (0, 0));
+        }
+    }
+}
