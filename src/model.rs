@@ -35,9 +35,11 @@
 //!   most the frames of the windows still to come. A frame's CLIP features do not depend
 //!   on the other frames of the window, nor a segment's Synchformer features on the other
 //!   segments, so a hit gives the features a full computation would (up to the rounding
-//!   of a different batch size). Synchformer segments recur only when the window start
-//!   moves by a multiple of 8 frames at 25 fps (0.32 s); CLIP frames recur when the 8 fps
-//!   picks of two windows land on the same source frames (see `crate::window`).
+//!   of a different batch size). A hit needs two windows to pick the same source frames:
+//!   CLIP frames when their 8 fps grids (which start at each window's start) land on the
+//!   same frames, Synchformer segments when the same 16 frames fill a segment's slots, which
+//!   the official slot rule (slot times accumulated from the window start) rarely repeats
+//!   once windows slide (measured in BENCHMARKS.md; see `crate::window`).
 
 use crate::NetConfig;
 use crate::audio_decoder::AudioDecoder;
