@@ -152,8 +152,8 @@ impl MMAudioGen {
                 Ok(gst::FlowSuccess::Ok)
             }
             Job::Preroll(pts) => {
-                // After a timestamp jump the hole's GAP comes before the new stream's.
-                self.cover_hole(pts.nseconds())?;
+                // (never after a timestamp jump: a preroll follows a segment, a drain or a
+                // flush, each of which forgets the hole)
                 self.emit(Out::Preroll(pts))?;
                 Ok(gst::FlowSuccess::Ok)
             }
